@@ -13,6 +13,7 @@ from planner import capacity
 from planner.candidates import RANKING_DIGITS, significant
 from planner.catalog import Catalog
 from planner.engine import solve_request
+from planner.errors import PlannerInputError
 from planner.grid import KnobArrays
 from planner.perf import TrainingSpeed
 from planner.plan import Fix, Plan, PlanRow
@@ -43,8 +44,13 @@ RELAXABLE = (
 
 
 def _verify(request: Request) -> Plan | None:
+    """The changed request's plan if it fits; None if it does not, or if its pins
+    cannot apply to it (a pinned --precision bf16 on a V100 offered as a larger GPU)."""
     quick = dataclasses.replace(request, top=1, diverse=None, time_limit_s=VERIFY_TIME_LIMIT_S)
-    result = solve_request(quick)
+    try:
+        result = solve_request(quick)
+    except PlannerInputError:
+        return None
     return result if result.fits else None
 
 

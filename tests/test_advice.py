@@ -57,3 +57,12 @@ def test_explain_says_why_the_winner_wins(capsys: pytest.CaptureFixture[str]) ->
     assert "GiB headroom" in reasons
     assert f"with at most {n - 1} GPUs of each type: nothing fits: memory binds" in reasons
     assert "#1 over #2: " in reasons
+
+
+def test_a_larger_gpu_that_cannot_honour_a_pin_is_skipped_not_an_error() -> None:
+    """The V100-32G is larger than a 4090 but has no bf16: offering it must not turn
+    a valid request into an input error (it did, naming a GPU the user never gave)."""
+    result = planner.plan("llama3.1-8b", "rtx4090:1", precision="bf16")
+    assert result.status == "infeasible"
+    assert result.fixes and all(f.plan.fits for f in result.fixes)
+    assert not any("v100" in f.flags for f in result.fixes)
