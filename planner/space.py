@@ -291,7 +291,7 @@ def _domains(request: Request, gpu: Gpu, count: int) -> dict[str, list[int]]:
         "tp": list(tps),
         "pp": [p for p in pps if p <= model.num_layers],
         "vpp": list(pins.vpp or (1,)),
-        "sp": [int(s) for s in (pins.sp or ((True,) if pipeline else (False,)))],
+        "sp": [int(s) for s in (pins.sp or ((False, True) if pipeline else (False,)))],
         "cp": list(cps),
         "micro_batch": list(mbs),
         "offload": [OFFLOADS.index(o) for o in (pins.offload or (Offload.NONE,))],
@@ -329,6 +329,8 @@ def _valid(request: Request, cols: dict[str, IntArray], count: int) -> IntArray:
     model, fw = request.model, request.workload.framework
     ok = cols["tp"] * cols["pp"] * cols["cp"] * cols["ep"] <= count
     ok &= (cols["sp"] == 0) | (cols["tp"] > 1)
+    if request.pins.sp is None and fw in PIPELINE_FRAMEWORKS and request.workload.mode is not Mode.INFER:
+        ok &= cols["sp"] == (cols["tp"] > 1)  # searched: sequence parallelism wherever there is TP (it only saves memory)
     layers = -(-model.num_layers // cols["pp"])
     ok &= (cols["vpp"] == 1) | ((cols["pp"] > 1) & (layers % cols["vpp"] == 0))
     if fw is Framework.MEGATRON_DEEPSPEED:  # DeepSpeed's pipeline engine runs with ZeRO-0/1 only

@@ -279,3 +279,13 @@ def test_solver_equals_oracle_on_catalog_spaces_larger_than_the_shortlist(option
     req = build_request(opts.pop("model"), "h100:64", **opts, catalog=load_catalog())
     space, got = _solver_rows(req, 5)
     assert got == _oracle_rows(space, 5)
+
+
+def test_pipeline_frameworks_search_tp1_without_sequence_parallelism() -> None:
+    """Megatron and FSDP searched SP only as 'on', and SP needs TP > 1: TP 1 was never searched
+    (an 8B model on 8 GPUs under --framework fsdp --tp 1 was reported as impossible)."""
+    for framework in ("fsdp", "megatron"):
+        space = build_space(build_request("llama3.1-8b", "h100-80g:8", framework=framework))
+        tp, sp = space.grid.tp, space.grid.sp
+        assert (tp == 1).any() and not ((tp == 1) & (sp == 1)).any() and not ((tp > 1) & (sp == 0)).any()
+        assert solve_request(build_request("llama3.1-8b", "h100-80g:8", framework=framework, tp="1")).fits
