@@ -18,8 +18,10 @@ does not give. Runs not compared: GPUs outside the catalog, day counts (they
 need the number of tokens trained), no global batch.
 
 The width constant of the efficiency (planner.steptime.WIDTH_HALF_EFFICIENCY)
-is chosen here too: `--width-search` refits every GPU type for each candidate
-value and prints the median |error| of each.
+and the ring latency per step of collectives spanning nodes
+(RING_HOP_LATENCY_S) are chosen here too: `--width-search` and
+`--latency-search` refit every GPU type for each candidate value and print
+the median |log error| of each, in-sample and leave-one-out.
 """
 
 from __future__ import annotations
@@ -200,21 +202,31 @@ def _efficiencies(fitted: Mapping[str, tuple[float, float, int, int]], gpu: Gpu)
     return gpu.matmul_efficiency, gpu.fp8_matmul_efficiency
 
 
-def width_search(runs: list[Run]) -> list[tuple[int, float]]:
-    """Median |log error| of the fitted runs, refitted for each candidate width constant."""
+SEARCHES = {  # flag: (planner.steptime constant, candidate values)
+    "--width-search": ("WIDTH_HALF_EFFICIENCY", (0, 256, 512, 768, 1024, 1536, 2048, 4096)),
+    "--latency-search": ("RING_HOP_LATENCY_S", (0.0, 5e-6, 10e-6, 20e-6, 30e-6, 40e-6, 60e-6, 80e-6)),
+}
+
+
+def constant_search(runs: list[Run], name: str, values: tuple[float, ...]) -> list[tuple[float, float, float]]:
+    """(value, in-sample median |log error|, leave-one-out median |log error|) of the fitted runs,
+    every GPU type refitted for each candidate value of the step-time constant `name`."""
     from planner import steptime
 
-    kept = steptime.WIDTH_HALF_EFFICIENCY
+    kept = getattr(steptime, name)
     out = []
     try:
-        for h0 in (0, 256, 512, 768, 1024, 1536, 2048, 4096):
-            steptime.WIDTH_HALF_EFFICIENCY = h0
+        for value in values:
+            setattr(steptime, name, value)
             fitted = fit_all(runs)
+            fit_runs = [r for r in runs if r.fit]
             errors = [abs(math.log(predicted_tokens_per_s(r, *_efficiencies(fitted, r.gpu)) / r.published_tokens_per_s_per_gpu))
-                      for r in runs if r.fit]
-            out.append((h0, statistics.median(errors)))
+                      for r in fit_runs]
+            loo = [abs(math.log(predicted_tokens_per_s(r, *_efficiencies(fit_all([o for o in runs if o.id != r.id]), r.gpu))
+                                / r.published_tokens_per_s_per_gpu)) for r in fit_runs]
+            out.append((value, statistics.median(errors), statistics.median(loo)))
     finally:
-        steptime.WIDTH_HALF_EFFICIENCY = kept
+        setattr(steptime, name, kept)
     return out
 
 
@@ -227,10 +239,11 @@ def main(argv: list[str]) -> int:
             parsed.append(parse(run))
         except Skip as why:
             skipped.append((run["id"], str(why)))
-    if "--width-search" in argv:
-        for h0, err in width_search(parsed):
-            print(f"WIDTH_HALF_EFFICIENCY {h0:5}: median |log error| {err:.4f}")
-        return 0
+    for flag, (name, values) in SEARCHES.items():
+        if flag in argv:
+            for value, err, loo in constant_search(parsed, name, values):
+                print(f"{name} {value:g}: median |log error| {err:.4f} in-sample, {loo:.4f} leave-one-out")
+            return 0
     fitted = fit_all(parsed)
     rows = []
     for r in parsed:

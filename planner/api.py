@@ -56,8 +56,11 @@ def evaluate_config(model: str | Model, gpus: str, **knobs: Any) -> PlanRow:
     """The memory breakdown of one fully specified configuration, fitting or not.
 
     `knobs` must pin precision, optimizer, recompute, zero, tp, dp and
-    micro_batch to single values (plus any other `plan` option).
+    micro_batch to single values (plus any other `plan` option); dp_shard
+    (HSDP shard group, fsdp only) defaults to 'all'.
     """
+    if knobs.get("framework") == "fsdp" and knobs.get("mode", "pretrain") != "infer":
+        knobs.setdefault("dp_shard", "all")  # shard over all of DP unless HSDP is asked for
     request = build_request(model, gpus, **knobs)
     space = build_space(request)
     if len(space.grid) != 1:

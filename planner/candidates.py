@@ -144,7 +144,7 @@ def tie_rank(space: Space, k: KnobArrays) -> IntArray:
     numerics and no offload, less recomputation, lower ZeRO stage, less
     model parallelism (TP, then PP, then CP; SP with TP), no interleaving,
     larger micro-batch, safer precision and optimizer, less offload,
-    inventory order, fewer DP ranks. Serving prefers fewer pipeline stages to
+    sharding over all of DP before hybrid (HSDP), inventory order, fewer DP ranks. Serving prefers fewer pipeline stages to
     less TP (pipeline stages add latency per token; TP within a node is the
     usual serving layout). Every knob takes part, so the order is total."""
     model_parallel = (k.tp, k.pp) if space.request.workload.mode is Mode.INFER else (k.pp, k.tp)
@@ -158,6 +158,7 @@ def tie_rank(space: Space, k: KnobArrays) -> IntArray:
         PRECISION_PREFERENCE[k.precision],
         -k.micro_batch,
         k.vpp,
+        k.dp_shard,
         k.ep,
         -k.sp,
         k.cp,

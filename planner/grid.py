@@ -34,6 +34,7 @@ class KnobArrays:
     cp: IntArray
     offload: IntArray  # index into OFFLOADS
     ep: IntArray  # expert-parallel degree, a divisor of dp
+    dp_shard: IntArray  # HSDP: DP ranks that shard states within a replica (a divisor of dp); 0 = all of DP
     weight_format: IntArray  # index into WEIGHT_FORMATS (serving)
     kv_format: IntArray  # index into KV_FORMATS (serving)
 
@@ -47,8 +48,14 @@ class KnobArrays:
 
     @property
     def shards(self) -> IntArray:
-        """Ranks that ZeRO/FSDP/the distributed optimizer shard over: DP x CP."""
-        return self.dp * self.cp
+        """Ranks that ZeRO/FSDP/the distributed optimizer shard over: DP x CP, or
+        under hybrid sharding (HSDP) the DP ranks of one replica x CP."""
+        return np.where(self.dp_shard > 0, self.dp_shard, self.dp) * self.cp
+
+    @property
+    def dp_multiple(self) -> IntArray:
+        """What DP must be a multiple of: EP (experts draw their ranks from DP) and the HSDP shard group."""
+        return np.lcm(self.ep, np.maximum(self.dp_shard, 1))
 
     def take(self, index: npt.ArrayLike) -> KnobArrays:
         return KnobArrays(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
@@ -72,6 +79,7 @@ class KnobArrays:
             cp=int(self.cp[i]),
             offload=OFFLOADS[int(self.offload[i])],
             ep=int(self.ep[i]),
+            dp_shard=int(self.dp_shard[i]),
             weight_format=WEIGHT_FORMATS[int(self.weight_format[i])],
             kv_format=KV_FORMATS[int(self.kv_format[i])],
         )
@@ -96,6 +104,7 @@ class KnobArrays:
             cp=col([k.cp for k in knobs]),
             offload=col([OFFLOADS.index(k.offload) for k in knobs]),
             ep=col([k.ep for k in knobs]),
+            dp_shard=col([k.dp_shard for k in knobs]),
             weight_format=col([WEIGHT_FORMATS.index(k.weight_format) for k in knobs]),
             kv_format=col([KV_FORMATS.index(k.kv_format) for k in knobs]),
         )

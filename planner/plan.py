@@ -28,8 +28,8 @@ from planner.perf import (
 )
 from planner.serving import GROUP, PREFILL_CHUNK_TOKENS
 from planner.space import Space
-from planner.specs import DEFAULT_MATMUL_EFFICIENCY, LOSS_CHUNKS, Accounting, Gpu, Knobs, Mode, Pins, Request
-from planner.steptime import DP_OVERLAP, DP_OVERLAP_PREFETCH, NCCL_BUS_EFFICIENCY, WIDTH_HALF_EFFICIENCY
+from planner.specs import DEFAULT_MATMUL_EFFICIENCY, LOSS_CHUNKS, Accounting, Framework, Gpu, Knobs, Mode, Pins, Request
+from planner.steptime import DP_OVERLAP, DP_OVERLAP_PREFETCH, NCCL_BUS_EFFICIENCY, RING_HOP_LATENCY_S, WIDTH_HALF_EFFICIENCY
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -83,6 +83,7 @@ class PlanRow:
             "micro_batch": k.micro_batch,
             "offload": str(k.offload),
             "ep": k.ep,
+            "dp_shard": k.dp_shard,
             "weight_format": str(k.weight_format),
             "kv_format": str(k.kv_format),
             "gradient_accumulation": self.gradient_accumulation,
@@ -308,6 +309,9 @@ def _serving_assumptions(request: Request) -> tuple[str, ...]:
     )
 
 
+ZERO3_CAVEAT_GPUS = 128  # inventories this large get the DeepSpeed ZeRO-3 speed caveat
+
+
 def _speed_assumption(request: Request) -> str:
     gpus = [s.gpu for s in request.inventory]
     fitted = [g for g in gpus if g.matmul_efficiency != DEFAULT_MATMUL_EFFICIENCY]
@@ -316,8 +320,15 @@ def _speed_assumption(request: Request) -> str:
                       for g in fitted)
     text = (f"speed: compute at the GPU type's matmul efficiency fitted to published runs ({rates or 'none in this inventory'}) "
             f"x h / (h + {WIDTH_HALF_EFFICIENCY}); TP, PP and EP traffic on the critical path, DP/ZeRO traffic beyond "
-            f"{DP_OVERLAP:.0%} of the compute (FSDP: {DP_OVERLAP_PREFETCH:.0%}) exposed, links at {NCCL_BUS_EFFICIENCY:.0%}; "
-            "1F1B bubble (PP - 1) / VPP micro-batches (bench/throughput_calibration.py)")
+            f"{DP_OVERLAP:.0%} of the compute (FSDP: {DP_OVERLAP_PREFETCH:.0%}) exposed, links at {NCCL_BUS_EFFICIENCY:.0%} "
+            f"(a DP ring across nodes on the NICs of its members in a node), {RING_HOP_LATENCY_S * 1e6:.0f} us per ring step "
+            "across nodes for ZeRO-3/FSDP per-layer collectives; 1F1B bubble (PP - 1) / VPP micro-batches "
+            "(bench/throughput_calibration.py)")
+    zero3 = request.pins.zero_stage is None or 3 in request.pins.zero_stage
+    many = request.procurement or max(s.count for s in request.inventory) >= ZERO3_CAVEAT_GPUS
+    if request.workload.framework is Framework.DEEPSPEED and zero3 and many:
+        text += ("; DeepSpeed ZeRO-3 across hundreds of GPUs ran 29-177% slower in published runs than this predicts "
+                 "(Narayanan et al. 2021, Table 2): treat its times there as optimistic")
     if rough:
         text += f"; no published run calibrates {', '.join(rough)}: default {DEFAULT_MATMUL_EFFICIENCY:.2f}, treat their speed as rough"
     return text

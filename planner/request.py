@@ -18,6 +18,7 @@ from planner.errors import PlannerInputError, unknown_name
 from planner.hf_cache import resolve_model_path
 from planner.hf_config import read_config
 from planner.specs import (
+    DP_SHARD_NODE,
     ZERO_STAGES,
     Accounting,
     AttentionKernel,
@@ -104,6 +105,23 @@ def parse_int_choice(option: str, value: Choice, allowed: Sequence[int] | None =
             raise PlannerInputError(f"{option} {n} is not one of {', '.join(map(str, allowed))}")
         out.append(n)
     return tuple(sorted(set(out)))
+
+
+def parse_dp_shard(value: Choice) -> tuple[int, ...] | None:
+    """--dp-shard: 'all' (0: shard over all of DP), 'node' (the DP ranks of one node) or
+    group sizes >= 2; a comma list restricts, 'any' (or nothing) searches all and node."""
+    items = [i.lower() for i in _items(value)]
+    if not items or items == ["any"]:
+        return None
+    out = set()
+    for item in items:
+        if item in ("all", "node"):
+            out.add(0 if item == "all" else DP_SHARD_NODE)
+        elif re.fullmatch(r"\d+", item) and int(item) >= 2:
+            out.add(int(item))
+        else:
+            raise PlannerInputError(f"--dp-shard expects 'all', 'node' or a shard-group size >= 2 (or a comma list), got '{item}'")
+    return tuple(sorted(out))
 
 
 def resolve_model(name: str, catalog: Catalog) -> Model:
@@ -209,6 +227,7 @@ def build_request(
     cp: Choice = None,
     offload: Choice = None,
     ep: Choice = None,
+    dp_shard: Choice = None,
     mode: str = "pretrain",
     lora_rank: int = DEFAULT_LORA_RANK,
     lora_targets: str = "all",
@@ -302,6 +321,7 @@ def build_request(
         cp=parse_int_choice("--cp", cp),
         offload=parse_enum_choice("--offload", offload, Offload),
         ep=parse_int_choice("--ep", ep),
+        dp_shard=parse_dp_shard(dp_shard),
         weight_format=parse_enum_choice("--weight-format", weight_format, WeightFormat),
         kv_format=parse_enum_choice("--kv-dtype", kv_dtype, KvFormat),
     )

@@ -93,9 +93,9 @@ class _Model:
         mp = k.model_parallel
         gpus = m.new_int_var(1, int((mp * cands.dp_hi).max()), "gpus")
         m.add(gpus == self._split(self.dp, mp, max_dp, "mp"))
-        for e, part in self._parts(self.dp, k.ep, max_dp, "ep").items():
-            if e > 1:  # expert parallelism draws its ranks from DP: DP is a multiple of EP
-                m.add(part == e * m.new_int_var(0, max_dp // e, f"dp_over_ep{e}"))
+        for e, part in self._parts(self.dp, k.dp_multiple, max_dp, "multiple").items():
+            if e > 1:  # EP draws its ranks from DP, HSDP replicates whole shard groups: DP is a multiple of both
+                m.add(part == e * m.new_int_var(0, max_dp // e, f"dp_over_{e}"))
         primary: cp_model.LinearExprT = gpus
         if req.objective is Objective.COST and req.job is None:
             prices = price_millicents_for(cands.space)

@@ -19,6 +19,7 @@ from planner.errors import PlannerInputError
 from planner.grid import IntArray, KnobArrays
 from planner.numerics import reference_format, reference_kv_format
 from planner.specs import (
+    DP_SHARD_NODE,
     KV_FORMATS,
     OFFLOADS,
     OPTIMIZERS,
@@ -96,8 +97,9 @@ class Space:
     def gpu_ids(self) -> tuple[str, ...]:
         return tuple(s.gpu.id for s in self.request.inventory)
 
-    def allowed_dp(self, micro_batch: int, ep: int = 1) -> Sequence[int]:
-        """DP degrees the pins, the global batch and expert parallelism (a multiple of EP) allow."""
+    def allowed_dp(self, micro_batch: int, multiple: int = 1) -> Sequence[int]:
+        """DP degrees the pins, the global batch, expert parallelism and hybrid sharding
+        (a multiple of `multiple`, `KnobArrays.dp_multiple`) allow."""
         gb = self.request.workload.global_batch
         values = self.dp_values
         if gb is not None:
@@ -105,8 +107,8 @@ class Space:
                 return ()
             per_rank = gb // micro_batch
             values = tuple(d for d in values if d <= per_rank and per_rank % d == 0)
-        if ep > 1:
-            values = tuple(d for d in values if d % ep == 0)
+        if multiple > 1:
+            values = tuple(d for d in values if d % multiple == 0)
         return values
 
     def pairs(self, lower: IntArray) -> Iterator[tuple[IntArray, IntArray]]:
@@ -122,10 +124,11 @@ class Space:
                 yield r[ok], d[ok]
 
     def dp_groups(self) -> Iterator[tuple[IntArray, IntArray]]:
-        """(grid rows, allowed DP values as an array) for each (micro-batch, EP) group of rows."""
-        keys = np.stack([self.grid.micro_batch, self.grid.ep], axis=1)
+        """(grid rows, allowed DP values as an array) for each (micro-batch, DP multiple) group of rows."""
+        multiple = self.grid.dp_multiple
+        keys = np.stack([self.grid.micro_batch, multiple], axis=1)
         for m, e in np.unique(keys, axis=0):
-            rows = np.flatnonzero((self.grid.micro_batch == m) & (self.grid.ep == e))
+            rows = np.flatnonzero((self.grid.micro_batch == m) & (multiple == e))
             yield rows, np.asarray(self.allowed_dp(int(m), int(e)), dtype=np.int64)
 
 
@@ -134,9 +137,10 @@ def _require(ok: bool, message: str) -> None:
         raise PlannerInputError(message)
 
 
-TRAINING_ONLY = ("precision", "optimizer", "recompute", "zero_stage", "vpp", "sp", "cp", "offload", "ep")
+TRAINING_ONLY = ("precision", "optimizer", "recompute", "zero_stage", "vpp", "sp", "cp", "offload", "ep", "dp_shard")
 SERVING_ONLY = ("weight_format", "kv_format")
-FLAGS = {"zero_stage": "--zero", "weight_format": "--weight-format", "kv_format": "--kv-dtype", "micro_batch": "--micro-batch"}
+FLAGS = {"zero_stage": "--zero", "weight_format": "--weight-format", "kv_format": "--kv-dtype", "micro_batch": "--micro-batch",
+         "dp_shard": "--dp-shard"}
 
 
 def _check_mode_pins(request: Request) -> None:
@@ -199,6 +203,15 @@ def _check_pins(request: Request) -> None:
         _require(model.moe is not None, f"--ep (expert parallelism) needs a mixture-of-experts model; {model.id} is dense")
         bad = [e for e in pins.ep if model.moe is not None and model.moe.num_experts % e]
         _require(not bad, f"--ep {bad[0] if bad else ''} does not divide {model.id}'s {model.moe.num_experts if model.moe else 0} experts")
+    if pins.dp_shard is not None and pins.dp_shard != (0,):
+        _require(fw is Framework.FSDP, f"--dp-shard (hybrid sharding, HSDP) needs --framework fsdp; {fw} shards over all of DP")
+        _require(pins.zero_stage is None or any(z >= 2 for z in pins.zero_stage),
+                 "--dp-shard (hybrid sharding) shards gradients or parameters: use --zero 2 or 3 (HYBRID_SHARD is ZeRO-3)")
+        if pins.dp is not None:
+            groups = [g for g in pins.dp_shard if g > 0]
+            _require(not groups or any(d % g == 0 and d > g for d in pins.dp for g in groups),
+                     f"--dp-shard {groups[0] if groups else ''} must divide --dp {pins.dp[0]} with at least two replicas; "
+                     f"pick a divisor of DP below it")
     if pins.offload is not None:
         _require(w.mode.adapters or pins.offload != (Offload.PAGED,),
                  "--offload paged (bitsandbytes' paged optimizer) is modelled for --mode lora or qlora; for full training use --offload optimizer")
@@ -260,6 +273,7 @@ def _serving_domains(request: Request, gpu: Gpu, count: int) -> dict[str, list[i
         "micro_batch": list(pins.micro_batch or (1,)),
         "offload": [OFFLOADS.index(Offload.NONE)],
         "ep": [1],
+        "dp_shard": [0],
         "weight_format": [WEIGHT_FORMATS.index(f) for f in formats if serving_supports(gpu, f)],
         "kv_format": [KV_FORMATS.index(f) for f in kvs if serving_supports(gpu, f)],
     }
@@ -296,6 +310,7 @@ def _domains(request: Request, gpu: Gpu, count: int) -> dict[str, list[int]]:
         "micro_batch": list(mbs),
         "offload": [OFFLOADS.index(o) for o in (pins.offload or (Offload.NONE,))],
         "ep": list(pins.ep or _expert_parallel_degrees(model, count)),
+        "dp_shard": _dp_shard_groups(request, gpu, tps, cps),
         "weight_format": [WEIGHT_FORMATS.index(WeightFormat.BF16)],
         "kv_format": [KV_FORMATS.index(KvFormat.BF16)],
     }
@@ -310,6 +325,18 @@ def _default_recompute(fw: Framework, attention: AttentionKernel) -> tuple[Recom
     return modes
 
 
+def _dp_shard_groups(request: Request, gpu: Gpu, tps: Sequence[int], cps: Sequence[int]) -> list[int]:
+    """HSDP shard-group sizes to search (FSDP only): 0 (shard over all of DP) and the
+    DP ranks of one node for each TP x CP (torchtitan's mesh puts TP, then CP, then
+    the DP shard innermost), or the pinned sizes; rows where the size does not
+    match the row's TP x CP are dropped in `_valid`."""
+    if request.workload.framework is not Framework.FSDP:
+        return [0]
+    pinned = request.pins.dp_shard or (0, DP_SHARD_NODE)
+    node = sorted({gpu.gpus_per_node // (t * c) for t in tps for c in cps if gpu.gpus_per_node // (t * c) >= 2})
+    return sorted({g for p in pinned for g in (node if p == DP_SHARD_NODE else [p])})
+
+
 def _expert_parallel_degrees(model: Model, count: int) -> tuple[int, ...]:
     """EP degrees to search: powers of two dividing the routed experts, within the GPU count (1 for dense models)."""
     if model.moe is None:
@@ -322,12 +349,18 @@ def _product(domains: dict[str, list[int]]) -> dict[str, IntArray]:
     return {name: g.ravel() for name, g in zip(domains, grids, strict=True)}
 
 
-def _valid(request: Request, cols: dict[str, IntArray], count: int) -> IntArray:
+def _valid(request: Request, cols: dict[str, IntArray], count: int, gpus_per_node: int) -> IntArray:
     """Rows that a real framework can run: SP only with TP, interleaving only
     with whole virtual stages, ZeRO-2/3 not with DeepSpeed's pipeline, offload
-    where supported, model parallelism within the GPU count."""
+    where supported, model parallelism within the GPU count, hybrid sharding
+    (FSDP HSDP) with ZeRO-2/3 and at least two replicas."""
     model, fw = request.model, request.workload.framework
     ok = cols["tp"] * cols["pp"] * cols["cp"] * cols["ep"] <= count
+    hybrid = cols["dp_shard"] > 0  # HSDP: ZeRO-2/3 only, at least two replicas within the count
+    ok &= ~hybrid | ((cols["zero_stage"] >= 2) & (2 * cols["dp_shard"] * cols["tp"] * cols["pp"] * cols["cp"] <= count))
+    explicit = [g for g in request.pins.dp_shard or () if g > 0]  # pinned sizes apply to every TP x CP
+    node_group = gpus_per_node // (cols["tp"] * cols["cp"])  # 'node' means this row's own node group
+    ok &= ~hybrid | np.isin(cols["dp_shard"], explicit) | (cols["dp_shard"] == node_group)
     ok &= (cols["sp"] == 0) | (cols["tp"] > 1)
     if request.pins.sp is None and fw in PIPELINE_FRAMEWORKS and request.workload.mode is not Mode.INFER:
         ok &= cols["sp"] == (cols["tp"] > 1)  # searched: sequence parallelism wherever there is TP (it only saves memory)
@@ -356,7 +389,7 @@ def build_space(request: Request) -> Space:
     parts: list[dict[str, IntArray]] = []
     for g, stock in enumerate(request.inventory):
         cols = _product(_domains(request, stock.gpu, stock.count))
-        keep = _valid(request, cols, stock.count)
+        keep = _valid(request, cols, stock.count, stock.gpu.gpus_per_node)
         cols = {name: v[keep] for name, v in cols.items()}
         cols["gpu"] = np.full(len(cols["tp"]), g, dtype=np.int64)
         cols["dp"] = stock.count // (cols["tp"] * cols["pp"] * cols["cp"])
@@ -366,7 +399,7 @@ def build_space(request: Request) -> Space:
     grid = KnobArrays(**merged)
     # A ZeRO stage with a single shard still changes what a framework keeps (FSDP reshards after
     # forward, DeepSpeed keeps fp32 gradient partitions), so every stage is searched from DP 1.
-    lo = np.maximum(np.full_like(grid.dp, dp_values[0]), grid.ep)
+    lo = np.maximum(np.full_like(grid.dp, dp_values[0]), np.maximum(grid.ep, 2 * grid.dp_shard))
     hi = np.minimum(grid.dp, dp_values[-1])
     if request.workload.framework is Framework.FSDP:
         grid, lo, hi = _split_single_process(grid, lo, hi)

@@ -177,6 +177,7 @@ OFFLOADS: tuple[Offload, ...] = tuple(Offload)
 WEIGHT_FORMATS: tuple[WeightFormat, ...] = tuple(WeightFormat)
 KV_FORMATS: tuple[KvFormat, ...] = tuple(KvFormat)
 ZERO_STAGES: tuple[int, ...] = (0, 1, 2, 3)
+DP_SHARD_NODE = -1  # a --dp-shard pin meaning "the DP ranks of one node", resolved per GPU type
 
 
 class Diversity(StrEnum):
@@ -346,6 +347,7 @@ class Knobs:
     cp: int = 1  # context parallelism: the sequence split over cp ranks
     offload: Offload = Offload.NONE
     ep: int = 1  # expert parallelism: routed experts split over ep of the DP ranks (MoE)
+    dp_shard: int = 0  # FSDP hybrid sharding (HSDP): DP ranks sharding within a replica; 0 = all of DP
     weight_format: WeightFormat = WeightFormat.BF16  # serving: how weights are stored
     kv_format: KvFormat = KvFormat.BF16  # serving: KV-cache element type
 
@@ -363,7 +365,8 @@ class Knobs:
             parts.append(f"PP{self.pp}" + (f"x{self.vpp}" if self.vpp > 1 else ""))
         if self.cp > 1:
             parts.append(f"CP{self.cp}")
-        parts.append(f"DP{self.dp}" + (f"(EP{self.ep})" if self.ep > 1 else ""))
+        hybrid = f"(HSDP{self.dp_shard})" if self.dp_shard else ""
+        parts.append(f"DP{self.dp}" + hybrid + (f"(EP{self.ep})" if self.ep > 1 else ""))
         return " ".join(parts)
 
     def describe(self, serving: bool) -> str:
@@ -396,6 +399,7 @@ class Pins:
     cp: tuple[int, ...] | None = None
     offload: tuple[Offload, ...] | None = None
     ep: tuple[int, ...] | None = None
+    dp_shard: tuple[int, ...] | None = None  # 0: all of DP; DP_SHARD_NODE: one node's DP ranks
     weight_format: tuple[WeightFormat, ...] | None = None
     kv_format: tuple[KvFormat, ...] | None = None
 

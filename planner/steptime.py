@@ -26,14 +26,24 @@ Per GPU, in seconds:
   (ZeRO-1/2's reduce-scatter plus parameter all-gather move the same), and
   for ZeRO-3/FSDP the 16-bit parameters gathered for forward and backward of
   every micro-batch; what exceeds DP_OVERLAP of the step's compute (the
-  backward pass; all of it with FSDP's prefetching) is exposed;
+  backward pass; all of it with FSDP's prefetching) is exposed; under
+  hybrid sharding (FSDP HYBRID_SHARD, Zhao et al. 2023 Sec. 3.2) the
+  reduce-scatter and gathers run within the shard group of g ranks (NVLink
+  when it fits in a node) and the D / g replicas all-reduce the 1/g
+  gradient shards over the DP link;
 - the optimizer step, bound by memory bandwidth over the states it updates;
-  with offload, over PCIe and the CPU's Adam instead.
+  with offload, over PCIe and the CPU's Adam instead; sharded states split
+  it over DP (over the shard group under HSDP).
 
 Links: TP, and DP groups that fit in one node, use the GPU-to-GPU
-interconnect; DP groups spanning nodes use `network_gbps` per GPU (the
-slowest link of the ring); PP and EP groups spanning nodes likewise. Every
-collective runs at NCCL_BUS_EFFICIENCY of the link's one-direction rate.
+interconnect. A DP ring spanning nodes runs one NCCL channel per NIC, so
+its bus rate is `network_gbps` (per GPU) times the group's members in one
+node (the node's NICs together: multi-node nccl-tests all_reduce busbw
+reaches about the node's aggregate NIC rate, e.g. 85-96 GB/s with 4x HDR
+per 8 A100s, NVIDIA/nccl-tests issue #119), at most the interconnect; one
+NIC when the group has one member per node. PP sends and EP all-to-alls
+leave through each GPU's own NIC: `network_gbps`. Every collective runs
+at NCCL_BUS_EFFICIENCY of the link's one-direction rate.
 
 Seconds per step have the form alpha + beta / DP on each of a few DP ranges
 (DP inside one node or across nodes; DP communication hidden or exposed): the
@@ -76,6 +86,7 @@ DP_OVERLAP = 2 / 3  # gradient reduction hides behind this share of a step's com
 DP_OVERLAP_PREFETCH = 1.0  # FSDP prefetches gathers under the forward too: the whole step's compute
 WIDTH_HALF_EFFICIENCY = 1536  # hidden size at which matmul efficiency is half its large-model limit (bench: --width-search)
 DP_MAX = 1 << 40  # no DP degree reaches this
+RING_HOP_LATENCY_S = 20e-6  # per ring step of a collective spanning nodes; chosen in bench/throughput_calibration.py (--latency-search)
 OPTIMIZER_BYTES_PER_PARAM = 32  # read master, gradient, two moments (16 B) and write them back with the weight
 HBM_EFFICIENCY = 0.8  # assumed share of memory bandwidth an elementwise optimizer kernel reaches
 CPU_ADAM_PARAMS_PER_S = 1e9  # assumed DeepSpeed CPU-Adam rate per GPU's share of host cores (order of magnitude)
@@ -119,6 +130,7 @@ class StepTerms:
     d_hi: IntArray
     alpha: FloatArray
     beta: FloatArray
+    gamma: FloatArray  # seconds x DP: ring latency of ZeRO-3 gathers without a global batch (0 with one)
     compute_per_microbatch_s: FloatArray
     microbatches_numerator: FloatArray  # m x DP (global batch / micro-batch), or 0 without a global batch
     model_parallel_comm_per_microbatch_s: FloatArray  # TP, PP and EP traffic on the critical path
@@ -145,7 +157,7 @@ class StepTerms:
         d = np.asarray(dp, dtype=np.int64)
         j = self.piece(d)
         rows = np.arange(len(d))
-        return self.alpha[rows, j] + self.beta[rows, j] / d
+        return self.alpha[rows, j] + self.beta[rows, j] / d + self.gamma[rows, j] * d
 
 
 def _gpu_column(gpus: Sequence[Gpu], k: KnobArrays, value: object) -> FloatArray:
@@ -234,25 +246,61 @@ def step_terms(model: Model, workload: Workload, k: KnobArrays, gpus: Sequence[G
     prefetch = DP_OVERLAP_PREFETCH if workload.framework is Framework.FSDP else DP_OVERLAP
     overlap = np.where(z >= 3, prefetch, DP_OVERLAP)
 
+    # hybrid sharding (HSDP): the states shard over g = dp_shard ranks (one node's, as searched) and
+    # D / g replicas all-reduce their gradient shards: 2 (r-1)/r x bytes / g = 2 bytes / g - 2 bytes / D
+    g = np.maximum(k.dp_shard, 1).astype(np.float64)
+    hybrid = k.dp_shard > 0
+    opt_alpha = np.where(hybrid, opt_step / g, np.where(sharded, 0.0, opt_step))
+    opt_beta = np.where(sharded & ~hybrid, opt_step, 0.0)
     if gb:  # per step: m = numerator / DP micro-batches
-        base_alpha = bubble + np.where(sharded, 0.0, opt_step)
-        base_beta = numerator * per_microbatch + np.where(sharded, opt_step, 0.0)
+        base_alpha = bubble + opt_alpha
+        base_beta = numerator * per_microbatch + opt_beta
         hide_alpha, hide_beta = np.zeros(len(k)), overlap * numerator * compute
     else:  # one micro-batch per step
-        base_alpha = per_microbatch + bubble + np.where(sharded, 0.0, opt_step)
-        base_beta = np.where(sharded, opt_step, 0.0)
+        base_alpha = per_microbatch + bubble + opt_alpha
+        base_beta = opt_beta
         hide_alpha, hide_beta = overlap * compute, np.zeros(len(k))
     node_dp = (node // (tp * pp * cp)).astype(np.int64)
+    # a ring spanning nodes runs one channel per NIC: its bus rate is the NICs of the ring's members in a
+    # node together (nccl-tests), one NIC when the group has one member per node (DP across TP/PP groups)
+    across = np.minimum(network * np.maximum(node_dp, 1), intra)
+    shard_link = np.where(g * tp * cp <= node, intra, network) * 1e9 * NCCL_BUS_EFFICIENCY
+    shard_ring = ring_bytes * (1 - 1 / g) / shard_link
+    shard_gather = gathers / shard_link
     pieces = []
-    for dp_link, lo, hi in ((intra, np.ones(len(k), dtype=np.int64), node_dp), (network, node_dp + 1, np.full(len(k), DP_MAX))):
+    # ring latency of the per-layer ZeRO-3/FSDP collectives (two gathers and a reduce-scatter per layer and
+    # micro-batch), N - 1 ring steps each over the N = DP x CP shards: per step with m = numerator / DP
+    # micro-batches that is alpha + beta / DP; with one micro-batch per step, N - 1 grows with DP (gamma)
+    # under HSDP what crosses nodes is the replicas' all-reduce per layer and micro-batch, 2 (D/g - 1) steps
+    hop = np.where(hybrid, 2.0, 3.0 * (k.zero_stage >= 3)) * layers * RING_HOP_LATENCY_S
+    if gb:
+        lat_alpha = hop * numerator * np.where(hybrid, 1 / g, cp)
+        lat_beta = -hop * numerator
+        lat_gamma = np.zeros(len(k))
+    else:
+        lat_alpha = -hop
+        lat_beta = np.zeros(len(k))
+        lat_gamma = hop * np.where(hybrid, 1 / g, cp)
+    latency = np.stack([lat_alpha, lat_beta, lat_gamma])
+    # HSDP replicas: one member per node when the shard group fills the node's DP ranks
+    replica_across = np.minimum(network * np.maximum(node_dp // np.maximum(k.dp_shard, 1), 1), intra)
+    for dp_link, replica_link, lo, hi in (
+        (intra, intra, np.ones(len(k), dtype=np.int64), node_dp),
+        (across, replica_across, node_dp + 1, np.full(len(k), DP_MAX)),
+    ):
         link = dp_link * 1e9 * NCCL_BUS_EFFICIENCY
-        ring = ring_bytes / link  # (D-1)/D x bytes = ring - ring / D
-        gather = gathers / link
+        r_link = replica_link * 1e9 * NCCL_BUS_EFFICIENCY
+        ring = np.where(hybrid, shard_ring + 2 * trained * grad_bytes / g / r_link, ring_bytes / link)  # alpha part
+        ring_beta = np.where(hybrid, -2 * trained * grad_bytes / r_link, -ring_bytes / link)  # (D-1)/D: - bytes / D
+        gather = np.where(hybrid, shard_gather, gathers / link)
         comm_alpha = ring + (0.0 if gb else gather)
-        comm_beta = -ring + (numerator * gather if gb else 0.0)
-        pieces += _split_exposed(lo, hi, base_alpha, base_beta, comm_alpha - hide_alpha, comm_beta - hide_beta)
-    d_lo, d_hi, alpha, beta = (np.stack([p[i] for p in pieces], axis=1) for i in range(4))
-    return StepTerms(d_lo, d_hi, alpha, beta, compute, numerator, tp_s + pp_s + ep_s, (pp - 1) / vpp)
+        comm_beta = ring_beta + (numerator * gather if gb else 0.0)
+        spanning = lo > node_dp  # latency counts where the ring crosses nodes, always exposed
+        lat = np.where(spanning, latency, 0.0)
+        split = _split_exposed(lo, hi, base_alpha, base_beta, comm_alpha - hide_alpha, comm_beta - hide_beta)
+        pieces += [(a_lo, a_hi, a + lat[0], b + lat[1], lat[2]) for a_lo, a_hi, a, b in split]
+    d_lo, d_hi, alpha, beta, gamma = (np.stack([np.broadcast_to(p[i], (len(k),)) for p in pieces], axis=1) for i in range(5))
+    return StepTerms(d_lo, d_hi, alpha, beta, gamma, compute, numerator, tp_s + pp_s + ep_s, (pp - 1) / vpp)
 
 
 def _split_exposed(lo: IntArray, hi: IntArray, alpha: FloatArray, beta: FloatArray, a: FloatArray, b: FloatArray) -> list[tuple]:

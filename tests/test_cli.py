@@ -151,7 +151,7 @@ FROZEN_OPTIONS = {
     "--model", "--gpus", "--mode", "--context", "--batch", "--maximize", "--lora-rank", "--lora-targets",
     "--weight-format", "--kv-dtype", "--seq-len", "--global-batch", "--precision", "--optimizer", "--recompute", "--tp", "--dp",
     "--zero", "--micro-batch", "--minimize", "--tokens", "--budget", "--deadline", "--buy", "--plot", "--output", "--params", "--top", "--diverse", "--explain", "--json", "--format", "--accounting", "--attention", "--loss",
-    "--framework", "--pp", "--vpp", "--sp", "--cp", "--offload", "--ep", "--overhead-gib", "--fragmentation-pct", "--time-limit", "--catalog", "--help",
+    "--framework", "--pp", "--vpp", "--sp", "--cp", "--offload", "--ep", "--dp-shard", "--overhead-gib", "--fragmentation-pct", "--time-limit", "--catalog", "--help",
 }
 
 
@@ -167,7 +167,7 @@ def test_no_new_cli_options() -> None:
 
 
 _FUZZ_FLAGS = ["--model", "--gpus", "--tokens", "--deadline", "--budget", "--global-batch", "--tp", "--zero", "--precision",
-               "--mode", "--context", "--batch", "--lora-targets", "--offload", "--minimize", "--format", "--diverse"]
+               "--mode", "--context", "--batch", "--lora-targets", "--offload", "--minimize", "--format", "--diverse", "--dp-shard"]
 
 
 @settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

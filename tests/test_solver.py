@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -123,6 +124,8 @@ def problems(draw):
         options["recompute"] = draw(st.sampled_from(["full", "none,selective"]))
     if draw(st.booleans()):
         options["diverse"] = draw(st.sampled_from(["gpu", "tp", "zero", "optimizer", "micro-batch"]))
+    if options["framework"] == "fsdp" and "zero" not in options and draw(st.booleans()):  # hybrid sharding (HSDP) pins
+        options["dp_shard"] = draw(st.sampled_from(["node", "2", "all,4"]))
     if draw(st.booleans()):  # a run: its time and cost rank the plans, its deadline and budget bound them
         options["tokens"] = draw(st.sampled_from(["1B", "50B", "2T"]))
         options["objective"] = draw(st.sampled_from(["gpus", "cost", "time"]))
@@ -133,7 +136,7 @@ def problems(draw):
     return m, tuple(stocks), options
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("SOLVER_EXAMPLES", "40")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problem=problems())
 def test_solver_optimum_and_ranking_equal_oracle(problem) -> None:
     m, stocks, options = problem
