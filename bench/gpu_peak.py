@@ -46,7 +46,16 @@ How the CPU figure differs from CUDA's max_memory_allocated:
 - AdamW and SGD use their fused kernels on both devices (fused=True);
   Adafactor has none and takes torch's default: the per-tensor loop on the
   CPU, foreach (larger step temporaries) on CUDA;
+- Hugging Face's default use_cache=True builds a DynamicCache in training
+  too (not under recompute): its concatenated copies of k and v stay alive
+  with the step (the `input` category at the peak), on CUDA as well;
 - seconds_per_step is the profiled step's wall time on the CPU.
+
+CPU architectures: llama-cpu and gpt2-cpu (4 layers, vocabularies of
+32000/50257: the logits dominate) sweep every knob both ways around
+bf16-mixed/AdamW/no recompute/SDPA at 1 x 512 tokens; llama-deep and
+gpt2-deep (8 layers, vocabulary 2048, 4 x 1024 tokens: the activations
+dominate, as at GPU scale) sweep precision, recompute and attention.
 
 Predicted allocated is compared with measured allocated (the model's
 components, no margins); predicted reserved (CUDA only) adds the
@@ -70,7 +79,7 @@ from pathlib import Path
 import torch
 import torch.utils._pytree as pytree
 import transformers
-from peak_specs import ARCHS, CPU_ARCHS, SMOKE_ARCHS, Arch, predict
+from peak_specs import ARCHS, CPU_ARCHS, CPU_DEEP_ARCHS, SMOKE_ARCHS, Arch, predict
 from torch.profiler import ProfilerActivity, profile, record_function
 from torch.profiler._memory_profiler import Action, Category, TensorKey
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -90,6 +99,7 @@ RECOMPUTES = (Recompute.NONE, Recompute.FULL)
 ATTENTIONS = ("sdpa", "eager")
 SHAPES = ((1, 1024), (4, 1024), (1, 4096))  # (micro-batch, sequence length)
 CPU_SHAPES = ((1, 512), (4, 256), (1, 1024))
+CPU_DEEP_SHAPE = (4, 1024)
 SMOKE_SHAPES = ((2, 64),)
 CPU_SMOKE_SHAPES = ((2, 64), (1, 128))
 
@@ -288,6 +298,12 @@ def cpu_plan(archs: tuple[Arch, ...], shapes: tuple[tuple[int, int], ...]) -> li
     return plan
 
 
+def cpu_deep_plan(archs: tuple[Arch, ...], shape: tuple[int, int]) -> list[tuple]:
+    """Activation-dominated steps: each precision with and without recompute (AdamW, SDPA), and eager attention."""
+    plan = [(arch, p, Optimizer.ADAMW, r, "sdpa", shape) for arch, p, r in itertools.product(archs, PRECISIONS, RECOMPUTES)]
+    return plan + [(arch, Precision.BF16_MIXED, Optimizer.ADAMW, Recompute.NONE, "eager", shape) for arch in archs]
+
+
 def _error(predicted: int, measured: int) -> float | str:
     return round(100 * (predicted - measured) / measured, 2) if measured > 0 else ""
 
@@ -299,6 +315,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--fragmentation-pct", type=int, default=DEFAULT_FRAGMENTATION_PCT)
     parser.add_argument("--cross-check", action="store_true",
                         help="CPU: also measure every row with the TorchDispatchMode storage tracker")
+    parser.add_argument("--arch", action="append", help="CPU: only these architectures (repeatable)")
     parser.add_argument("--output", type=Path, default=None, help=f"default {RESULTS.name} or {CPU_RESULTS.name}")
     args = parser.parse_args(argv)
     cpu = args.device == "cpu"
@@ -308,7 +325,12 @@ def main(argv: list[str]) -> int:
         return 2
     if cpu:
         torch.set_num_threads(max(torch.get_num_threads(), 1))
-        plan = cpu_plan(*((SMOKE_ARCHS, CPU_SMOKE_SHAPES) if args.smoke else (CPU_ARCHS, CPU_SHAPES)))
+        if args.smoke:
+            plan = cpu_plan(SMOKE_ARCHS, CPU_SMOKE_SHAPES)
+        else:
+            plan = cpu_plan(CPU_ARCHS, CPU_SHAPES) + cpu_deep_plan(CPU_DEEP_ARCHS, CPU_DEEP_SHAPE)
+        if args.arch:
+            plan = [c for c in plan if c[0].name in args.arch]
     else:
         archs, shapes = (SMOKE_ARCHS, SMOKE_SHAPES) if args.smoke else (ARCHS, SHAPES)
         plan = [c for c in itertools.product(archs, PRECISIONS, OPTIMIZERS, RECOMPUTES, ATTENTIONS, shapes)

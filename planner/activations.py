@@ -25,7 +25,7 @@ from planner.specs import (
     Recompute,
     Workload,
 )
-from planner.states import Stage, stage_layers
+from planner.states import MIXED, Stage, stage_layers
 
 ACT_BYTES = np.array([4 if p is Precision.FP32 else 2 for p in PRECISIONS], dtype=np.int64)  # 16-bit except fp32 training
 FP32 = 4
@@ -79,18 +79,47 @@ def _mlp_width(model: Model) -> int:
     return max(routed, model.ffn_size if moe.dense_layers else 0)
 
 
-def norm_bytes_per_element(model: Model, framework: Framework, act: IntArray) -> IntArray:
+def autocast_residual(workload: Workload, k: KnobArrays) -> IntArray:
+    """Rows that run PyTorch autocast over fp32 parameters with a replicated model
+    (the fsdp profile at ZeRO 0-1: DDP or one process, as HF Trainer runs it).
+    The embedding is never cast, so the residual stream stays fp32 (fp32 + bf16
+    adds give fp32): every norm reads fp32, and each linear casts its fp32 input
+    to 16 bits on its own. FSDP proper (ZeRO-2/3) casts the parameters for
+    compute instead (MixedPrecision param_dtype), so its residual is 16-bit.
+    Measured on the CPU with the profiler's memory timeline (bench/gpu_peak.py
+    --device cpu); CUDA's autocast keeps the same dtypes."""
+    return (workload.framework is Framework.FSDP) & (MIXED[k.precision] == 1) & (k.zero_stage <= 1)
+
+
+def residual_bytes(workload: Workload, k: KnobArrays) -> IntArray:
+    """Bytes per element of the residual stream: fp32 under `autocast_residual`, else the working dtype."""
+    return np.where(autocast_residual(workload, k), FP32, ACT_BYTES[k.precision])
+
+
+def norm_bytes_per_element(model: Model, workload: Workload, k: KnobArrays) -> IntArray:
     """What one norm saves per hidden element for backward.
 
     Fused kernels (Megatron/TE) and PyTorch's native LayerNorm keep the input
     in the working dtype; RMSNorm written in Python (HF transformers,
     torchtune) keeps an fp32 copy of the input plus the normalized tensor.
-    Measured with saved-tensor hooks (bench/saved_tensors.py). Per-token
-    statistics (fp32 mean/rstd) come on top, see `_norm_stats_bytes`.
+    Measured with saved-tensor hooks (bench/saved_tensors.py). Under an fp32
+    autocast residual (`autocast_residual`) both are fp32: LayerNorm's input,
+    RMSNorm's input and normalized tensor. Per-token statistics (fp32
+    mean/rstd) come on top, see `_norm_stats_bytes`.
     """
-    if not framework.fused_kernels and model.norm is Norm.RMSNORM:
-        return 4 + act
-    return act
+    act = ACT_BYTES[k.precision]
+    rms = not workload.framework.fused_kernels and model.norm is Norm.RMSNORM
+    plain = 4 + act if rms else act
+    return np.where(autocast_residual(workload, k), 2 * FP32 if rms else FP32, plain)
+
+
+def autocast_cast_copies(model: Model) -> int:
+    """Extra 16-bit copies of a normalized tensor per layer under an fp32 autocast
+    residual: q, k and v cast their shared input separately (2 more than one),
+    and so do a gated MLP's gate and up (1 more). HF's Llama-family layers are
+    separate projections; models with a fused qkv (GPT-2) make fewer copies,
+    so this over-counts them (the safe side)."""
+    return 2 + (1 if model.ffn_matrices == 3 else 0)
 
 
 def _norm_stats_bytes(model: Model) -> int:
@@ -159,8 +188,9 @@ def layer_activation_bytes(model: Model, workload: Workload, k: KnobArrays) -> I
     norms = model.norms_per_layer
     linear_inputs = 1 if model.parallel_block and norms == 1 else 2
     mask = 1 if model.dropout else 0
-    norm_elem = norm_bytes_per_element(model, workload.framework, act)
-    outside = tokens * h * (norms * norm_elem + act * linear_inputs + 2 * mask) + tokens * norms * _norm_stats_bytes(model)
+    norm_elem = norm_bytes_per_element(model, workload, k)
+    casts = linear_inputs + np.where(autocast_residual(workload, k), autocast_cast_copies(model), 0)
+    outside = tokens * h * (norms * norm_elem + act * casts + 2 * mask) + tokens * norms * _norm_stats_bytes(model)
     if model.moe is not None:
         dispatch = tokens * model.moe.top_k * h * act  # tokens copied per routed expert (and received, under EP)
         outside = outside + np.where(k.ep > 1, 2 * dispatch, dispatch) + tokens * model.moe.num_experts * FP32
@@ -194,11 +224,11 @@ def op_checkpoint_layer_bytes(model: Model, workload: Workload, k: KnobArrays) -
 
 def rotary_table_bytes(model: Model, workload: Workload, k: KnobArrays) -> IntArray:
     """The cos and sin tables of rotary position embeddings, computed once per
-    forward in the working dtype and saved by every layer's q/k rotation
-    (2 x tokens x head_dim). Models with a learned position table have none."""
+    forward in the residual stream's dtype and saved by every layer's q/k
+    rotation (2 x tokens x head_dim). Models with a learned position table have none."""
     if model.learned_positions:
         return np.zeros_like(k.tp)
-    return 2 * local_tokens(workload, k) * model.head_dim * ACT_BYTES[k.precision]
+    return 2 * local_tokens(workload, k) * model.head_dim * residual_bytes(workload, k)  # HF: the tables take x's dtype
 
 
 # ---- a pipeline stage ---------------------------------------------------------------------
@@ -249,7 +279,8 @@ def activation_bytes(model: Model, workload: Workload, k: KnobArrays, stage: Sta
     recomputable = 0
     if workload.attention is AttentionKernel.EAGER:
         recomputable = attention_core_bytes(model, workload, k)
-    kept_input = np.where(k.sp == 1, ceil_div(tokens * h * act, k.tp), tokens * h * act)
+    resid = residual_bytes(workload, k)  # a checkpointed block keeps its input: the residual stream
+    kept_input = np.where(k.sp == 1, ceil_div(tokens * h * resid, k.tp), tokens * h * resid)
     if workload.framework is Framework.FSDP:
         selective = op_checkpoint_layer_bytes(model, workload, k)
     else:
@@ -260,7 +291,7 @@ def activation_bytes(model: Model, workload: Workload, k: KnobArrays, stage: Sta
     held = ceil_div(per_layer * num, den) + np.where(k.recompute == _FULL, layer, 0)
     rotary = rotary_table_bytes(model, workload, k) * (in_flight(workload, k) if first else 1)
     embedding_mask = in_flight(workload, k) * tokens * h if model.dropout and first else 0
-    final_norm = tokens * h * norm_bytes_per_element(model, workload.framework, act) + tokens * _norm_stats_bytes(model)
+    final_norm = tokens * h * norm_bytes_per_element(model, workload, k) + tokens * _norm_stats_bytes(model)
     head = np.where((k.pp == 1) | (not first), final_norm + tokens * h * act, 0)
     return held + rotary + embedding_mask + head
 
