@@ -20,6 +20,7 @@ such as optimizer-in-backward).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import statistics
 import sys
@@ -366,6 +367,28 @@ def targets(rows: list[Outcome]) -> Targets:
     )
 
 
+ROOT = Path(__file__).resolve().parent.parent
+STEP_RESULTS = (ROOT / "bench" / "results" / "cpu_peak.csv", ROOT / "bench" / "results" / "gpu_peak.csv")
+
+
+def step_measurements() -> list[tuple[str, list[float]]]:
+    """(file, errors in %) of our own PyTorch step measurements (bench/gpu_peak.py), predictions
+    recomputed with the current planner; kept apart from the published points: single steps with
+    no gradient accumulation, measured as peak allocated (no margins)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from peak_specs import predict_row
+
+    out = []
+    for path in STEP_RESULTS:
+        if not path.exists():
+            continue
+        rows = list(csv.DictReader(line for line in path.open() if not line.startswith("#")))
+        measured = [r for r in rows if int(r["measured_allocated_bytes"]) > 0]
+        errors = [100 * (predict_row(r, 0)[0] / int(r["measured_allocated_bytes"]) - 1) for r in measured]
+        out.append((str(path.relative_to(ROOT)), errors))
+    return out
+
+
 def main(argv: list[str]) -> int:
     rows = outcomes()
     if "--csv" in argv:
@@ -394,6 +417,10 @@ def main(argv: list[str]) -> int:
           f"{t.measured_worst_under_pct:.1f}% (target >= -5%); under by more than 5%: {', '.join(t.measured_under_5pct) or 'none'}")
     print(f"published out-of-memory predicted to fit: {', '.join(t.oom_predicted_to_fit) or 'none'} (target: none); "
           f"published fits predicted not to (conservative): {', '.join(t.fits_predicted_oom) or 'none'}")
+    for name, errors in step_measurements():
+        print(f"our PyTorch step measurements ({name}, peak allocated, one step, no accumulation): {len(errors)} configurations, "
+              f"median |error| {statistics.median(abs(e) for e in errors):.1f}%, worst under-prediction {min(errors):+.1f}%, "
+              f"largest over-prediction {max(errors):+.1f}%")
     return 0
 
 
