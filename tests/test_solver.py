@@ -292,3 +292,17 @@ def test_pipeline_frameworks_search_tp1_without_sequence_parallelism() -> None:
         tp, sp = space.grid.tp, space.grid.sp
         assert (tp == 1).any() and not ((tp == 1) & (sp == 1)).any() and not ((tp > 1) & (sp == 0)).any()
         assert solve_request(build_request("llama3.1-8b", "h100-80g:8", framework=framework, tp="1")).fits
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(problem=problems())
+def test_lexicographic_two_solve_path_equals_oracle(problem, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path taken when primary x candidates would pass 2^62 (a best-primary solve, then the
+    tie order among the tuples reaching it), forced here on ordinary problems."""
+    from planner import solver as solver_module
+
+    monkeypatch.setattr(solver_module._Model, "_primary_bound", staticmethod(lambda cands: 2**62))
+    m, stocks, options = problem
+    req = _request(m=m, stocks=stocks, **options)
+    space, got = _solver_rows(req, 3)
+    assert got == _oracle_rows(space, 3)
