@@ -17,7 +17,7 @@ from planner.errors import PlannerInputError
 from planner.grid import KnobArrays
 from planner.perf import TrainingSpeed
 from planner.plan import Fix, Plan, PlanRow
-from planner.specs import RECOMPUTES, Gpu, GpuStock, Mode, Objective, Offload, Optimizer, Pins, Precision, Request
+from planner.specs import DP_SHARD_NODE, RECOMPUTES, Gpu, GpuStock, Mode, Objective, Offload, Optimizer, Pins, Precision, Request
 from planner.steptime import step_terms
 from planner.units import format_duration
 
@@ -34,6 +34,7 @@ RELAXABLE = (
     ("sp", "--sp"),
     ("pp", "--pp"),
     ("cp", "--cp"),
+    ("dp_shard", "--dp-shard"),
     ("vpp", "--vpp"),
     ("dp", "--dp"),
     ("optimizer", "--optimizer"),
@@ -54,7 +55,9 @@ def _verify(request: Request) -> Plan | None:
     return result if result.fits else None
 
 
-def _pin_text(values: tuple[object, ...]) -> str:
+def _pin_text(values: tuple[object, ...], field: str = "") -> str:
+    if field == "dp_shard":  # 0 and DP_SHARD_NODE are the words the flag takes
+        return ",".join({0: "all", DP_SHARD_NODE: "node"}.get(v, str(v)) for v in values)  # type: ignore[call-overload]
     return ",".join(str(v) for v in values)
 
 
@@ -64,7 +67,7 @@ def _relaxed_pins(request: Request) -> Iterator[tuple[str, str, Request]]:
         if pinned is None or (field == "micro_batch" and request.workload.mode is Mode.INFER):
             continue
         relaxed = dataclasses.replace(request, pins=dataclasses.replace(request.pins, **{field: None}))
-        yield f"stop pinning {flag} {_pin_text(pinned)} (search it)", f"drop {flag}", relaxed
+        yield f"stop pinning {flag} {_pin_text(pinned, field)} (search it)", f"drop {flag}", relaxed
 
 
 def _smaller_batch(request: Request) -> Iterator[tuple[str, str, Request]]:

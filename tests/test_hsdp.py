@@ -83,3 +83,13 @@ def test_bad_dp_shard_is_a_one_line_error(capsys: pytest.CaptureFixture[str], ar
     assert main(["--model", "13b", "--gpus", "h100-80g:64", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_a_binding_shard_group_pin_is_offered_back_in_the_flag_s_words() -> None:
+    """70B on 32 H100 with states sharded over one node (8 ranks) does not fit; over all 32 it does."""
+    pins = {"framework": "fsdp", "zero": "3", "dp": "32", "recompute": "full", "micro_batch": "1", "precision": "bf16-mixed",
+            "optimizer": "adamw", "pp": "1", "tp": "1", "cp": "1", "seq_len": 4096}
+    result = planner.plan("llama3.1-70b", "h100-80g:32", dp_shard="node", **pins)
+    assert result.status == "infeasible"
+    fix = next(f for f in result.fixes if "--dp-shard" in f.change)
+    assert fix.change == "stop pinning --dp-shard node (search it)" and fix.plan.fits and fix.plan.knobs.dp_shard == 0
