@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from planner.architecture import attention_score_width
 from planner.grid import IntArray, KnobArrays, ceil_div
 from planner.specs import (
     LOSS_CHUNKS,
@@ -164,6 +165,16 @@ def mlp_saved_tensors(model: Model, framework: Framework) -> int:
     return 2
 
 
+def attention_saved_width(model: Model, workload: Workload) -> int:
+    """Per token, the widths of q, k, v and the output projection's input the block saves:
+    grouped-query k/v widths with flash attention, repeated to every head by eager
+    attention; under MLA q and k have qk_nope + qk_rope dims per head, v and the output v_head_dim."""
+    if model.mla is not None:
+        return 2 * attention_score_width(model) + 2 * model.attention_width
+    kv = model.kv_width if workload.attention is AttentionKernel.FLASH else model.attention_width
+    return 2 * model.attention_width + 2 * kv
+
+
 def layer_activation_bytes(model: Model, workload: Workload, k: KnobArrays) -> IntArray:
     """Bytes one transformer block saves for one micro-batch without recomputation.
 
@@ -195,9 +206,13 @@ def layer_activation_bytes(model: Model, workload: Workload, k: KnobArrays) -> I
         dispatch = tokens * model.moe.top_k * h * act  # tokens copied per routed expert (and received, under EP)
         outside = outside + np.where(k.ep > 1, 2 * dispatch, dispatch) + tokens * model.moe.num_experts * FP32
     outside = np.where(k.sp == 1, ceil_div(outside, k.tp), outside)
-    kv = model.kv_width if workload.attention is AttentionKernel.FLASH else model.attention_width
+    if model.mla is not None:  # the latents and the shared RoPE key, on every TP rank (DeepSeek-V2 Sec. 2.1.1)
+        latents = model.mla.q_lora_rank + model.mla.kv_lora_rank
+        norms_in_latents = (model.mla.q_lora_rank > 0) + 1
+        outside = outside + tokens * (latents * (norm_elem + act) + model.mla.qk_rope_head_dim * act
+                                      + norms_in_latents * _norm_stats_bytes(model))
     mlp = mlp_saved_tensors(model, workload.framework) * _mlp_width(model)
-    inside = tokens * act * (2 * model.attention_width + 2 * kv + mlp)
+    inside = tokens * act * (attention_saved_width(model, workload) + mlp)
     ring = np.where(k.cp > 1, tokens * act * 2 * model.kv_width, 0)
     return outside + ceil_div(inside + ring, k.tp) + attention_core_bytes(model, workload, k)
 
@@ -211,9 +226,10 @@ def op_checkpoint_layer_bytes(model: Model, workload: Workload, k: KnobArrays) -
     by TP; the block input and row-parallel outputs only under SP.
     """
     act = ACT_BYTES[k.precision]
-    h, qw, kvw, f = model.hidden_size, model.attention_width, model.kv_width, _mlp_width(model)
+    h, qw, f = model.hidden_size, model.attention_width, _mlp_width(model)
+    kw, vw = (attention_score_width(model), qw) if model.mla else (model.kv_width, model.kv_width)
     tokens = local_tokens(workload, k)
-    outputs = [(qw, True), (kvw, True), (kvw, True), (h, False)]
+    outputs = [(attention_score_width(model), True), (kw, True), (vw, True), (h, False)]
     outputs += [(f, True), (f, True), (h, False)] if model.ffn_matrices == 3 else [(f, True), (h, False)]
     saved = outputs[0::2]
     split = tokens * act * (sum(w for w, col in saved if col) + qw) + tokens * model.num_heads * FP32
@@ -228,7 +244,8 @@ def rotary_table_bytes(model: Model, workload: Workload, k: KnobArrays) -> IntAr
     rotation (2 x tokens x head_dim). Models with a learned position table have none."""
     if model.learned_positions:
         return np.zeros_like(k.tp)
-    return 2 * local_tokens(workload, k) * model.head_dim * residual_bytes(workload, k)  # HF: the tables take x's dtype
+    rotated = model.mla.qk_rope_head_dim if model.mla else model.head_dim
+    return 2 * local_tokens(workload, k) * rotated * residual_bytes(workload, k)  # HF: the tables take x's dtype
 
 
 # ---- a pipeline stage ---------------------------------------------------------------------

@@ -74,14 +74,13 @@ def _norm_vectors(model: Model) -> int:
 def param_tensors(model: Model) -> tuple[Tensor, ...]:
     """Every parameter tensor, grouped by shape.
 
-    Counts embeddings (token, learned positions), per-layer attention (q, k,
-    v, o with grouped-query k/v widths), FFN (2 or 3 matrices) or MoE experts
+    Counts embeddings (token, learned positions), per-layer attention
+    (`attention_tensors`: q, k, v, o with grouped-query k/v widths, or MLA), FFN (2 or 3 matrices) or MoE experts
     plus router, norms (LayerNorm has weight and bias), biases where the
     architecture has them, the final norm and an untied LM head. Matches the
     published exact counts (see catalogs/models.toml `published_params`).
     """
     h, n_layers = model.hidden_size, model.num_layers
-    qw, kvw = model.attention_width, model.kv_width
     nv = _norm_vectors(model)
     moe = model.moe
     dense_layers = n_layers if moe is None else moe.dense_layers
@@ -91,16 +90,8 @@ def param_tensors(model: Model) -> tuple[Tensor, ...]:
         t.append(Tensor("position_embedding", model.learned_positions, h, 1, False))
     if model.embedding_norm:
         t.append(Tensor("embedding_norm", h, 1, nv, False))
-    t += [
-        Tensor("attn.q", h, qw, n_layers, True),
-        Tensor("attn.kv", h, kvw, 2 * n_layers, True),
-        Tensor("attn.o", qw, h, n_layers, True),
-        Tensor("norm", h, 1, nv * model.norms_per_layer * n_layers, False),
-    ]
-    if model.qkv_bias:
-        t.append(Tensor("attn.qkv_bias", qw + 2 * kvw, 1, n_layers, True))
-    if model.linear_bias:
-        t.append(Tensor("attn.o_bias", h, 1, n_layers, False))
+    t += attention_tensors(model, n_layers)
+    t.append(Tensor("norm", h, 1, nv * model.norms_per_layer * n_layers, False))
     ffn_in = model.ffn_matrices - 1  # matrices reading the hidden state
     if dense_layers:
         t.append(Tensor("ffn", h, model.ffn_size, model.ffn_matrices * dense_layers, True))
@@ -109,6 +100,8 @@ def param_tensors(model: Model) -> tuple[Tensor, ...]:
             t.append(Tensor("ffn.out_bias", h, 1, dense_layers, False))
     if moe is not None and moe_layers:
         t.append(Tensor("moe.router", h, moe.num_experts, moe_layers, False))
+        if moe.router_bias:
+            t.append(Tensor("moe.router_bias", moe.num_experts, 1, moe_layers, False))
         t.append(Tensor("moe.expert", h, moe.expert_ffn_size, model.ffn_matrices * moe.num_experts * moe_layers, True))
         if moe.shared_experts:
             t.append(Tensor("moe.shared_expert", h, moe.expert_ffn_size, model.ffn_matrices * moe.shared_experts * moe_layers, True))
@@ -118,19 +111,64 @@ def param_tensors(model: Model) -> tuple[Tensor, ...]:
     return tuple(t)
 
 
+def attention_tensors(model: Model, layers: int) -> list[Tensor]:
+    """The attention's parameter tensors over `layers` blocks.
+
+    Standard: q, k, v (grouped-query k/v widths), o, optional qkv and o
+    biases. MLA (DeepSeek-V2 Sec. 2.1.1; `Model.mla`): q down-projection,
+    its RMSNorm and up-projection (or one q projection without a q latent),
+    the joint k/v down-projection with the decoupled RoPE key, its RMSNorm,
+    the k/v up-projection and o. Megatron splits the up-projections and o
+    over TP and keeps the down-projections whole on every rank."""
+    h, mla = model.hidden_size, model.mla
+    t: list[Tensor] = []
+    if mla is None:
+        qw, kvw = model.attention_width, model.kv_width
+        t += [Tensor("attn.q", h, qw, layers, True), Tensor("attn.kv", h, kvw, 2 * layers, True),
+              Tensor("attn.o", qw, h, layers, True)]
+        if model.qkv_bias:
+            t.append(Tensor("attn.qkv_bias", qw + 2 * kvw, 1, layers, True))
+    else:
+        heads = model.num_heads
+        q_out = heads * mla.qk_head_dim
+        if mla.q_lora_rank:
+            t += [Tensor("attn.q_a", h, mla.q_lora_rank, layers, False), Tensor("attn.q_a_norm", mla.q_lora_rank, 1, layers, False),
+                  Tensor("attn.q_b", mla.q_lora_rank, q_out, layers, True)]
+        else:
+            t.append(Tensor("attn.q", h, q_out, layers, True))
+        t += [Tensor("attn.kv_a", h, mla.kv_lora_rank + mla.qk_rope_head_dim, layers, False),
+              Tensor("attn.kv_a_norm", mla.kv_lora_rank, 1, layers, False),
+              Tensor("attn.kv_b", mla.kv_lora_rank, heads * (mla.qk_nope_head_dim + mla.v_head_dim), layers, True),
+              Tensor("attn.o", heads * mla.v_head_dim, h, layers, True)]
+    if model.linear_bias:
+        t.append(Tensor("attn.o_bias", h, 1, layers, False))
+    return t
+
+
+def attention_matrix_params(model: Model) -> int:
+    """Weights of one block's attention projections (the matrices a token multiplies through)."""
+    return sum(x.params for x in attention_tensors(model, 1) if x.cols > 1)
+
+
+def attention_score_width(model: Model) -> int:
+    """Width of q and k per token over all heads (QK^T's inner dimension x heads): the
+    attention width, or heads x (nope + rope) head dims under MLA."""
+    return model.num_heads * model.mla.qk_head_dim if model.mla else model.attention_width
+
+
 def _block_params(model: Model) -> tuple[int, int]:
     """(TP-split, replicated) parameters of the largest transformer block (dense or MoE)."""
     h = model.hidden_size
-    qw, kvw = model.attention_width, model.kv_width
-    sharded = 2 * h * qw + 2 * h * kvw + (qw + 2 * kvw) * model.qkv_bias
-    replicated = h * _norm_vectors(model) * model.norms_per_layer + h * model.linear_bias
+    attention = attention_tensors(model, 1)
+    sharded = sum(x.params for x in attention if x.tp_sharded)
+    replicated = h * _norm_vectors(model) * model.norms_per_layer + sum(x.params for x in attention if not x.tp_sharded)
     f, m = model.ffn_size, model.ffn_matrices
     dense = (m * h * f + model.linear_bias * (m - 1) * f, model.linear_bias * h)
     moe = model.moe
     if moe is None:
         return sharded + dense[0], replicated + dense[1]
     experts = moe.num_experts + moe.shared_experts
-    routed = (m * h * moe.expert_ffn_size * experts, h * moe.num_experts)
+    routed = (m * h * moe.expert_ffn_size * experts, (h + moe.router_bias) * moe.num_experts)
     ffn = max(routed, dense if moe.dense_layers else (0, 0), key=sum)
     return sharded + ffn[0], replicated + ffn[1]
 
@@ -169,8 +207,8 @@ def param_counts(model: Model) -> ParamCounts:
 def linear_shapes(model: Model) -> tuple[tuple[str, int, int, int], ...]:
     """(group, in, out, count per block) of the linear layers in the largest block:
     'attn' for q, k, v, o; 'mlp' for the FFN or every expert's FFN."""
-    h, qw, kvw = model.hidden_size, model.attention_width, model.kv_width
-    shapes = [("attn", h, qw, 1), ("attn", h, kvw, 2), ("attn", qw, h, 1)]
+    h = model.hidden_size
+    shapes = [("attn", x.rows, x.cols, x.count) for x in attention_tensors(model, 1) if x.cols > 1]
     moe = model.moe
     f = model.ffn_size if moe is None else moe.expert_ffn_size
     copies = 1 if moe is None else moe.num_experts + moe.shared_experts

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from planner.architecture import param_counts
 from planner.errors import PlannerInputError, unknown_name
-from planner.specs import DEFAULT_MATMUL_EFFICIENCY, DEFAULT_NETWORK_GBPS, DEFAULT_PCIE_GBPS, Gpu, Model, Moe, Norm, Price
+from planner.specs import DEFAULT_MATMUL_EFFICIENCY, DEFAULT_NETWORK_GBPS, DEFAULT_PCIE_GBPS, Gpu, Mla, Model, Moe, Norm, Price
 
 MIB_BYTES = 2**20
 T = TypeVar("T", Gpu, Model)
@@ -158,6 +158,7 @@ MODEL_FIELDS = (
     Field("default_seq_len", int, check=_pos, rule="a positive integer"),
     Field("max_seq_len", int, check=_pos, rule="a positive integer"),
     Field("moe", dict, required=False),
+    Field("mla", dict, required=False),
     Field("published_params", int, check=_pos, rule="a positive integer"),
     Field("published_label", str),
     Field("source", str),
@@ -169,6 +170,15 @@ MOE_FIELDS = (
     Field("shared_experts", int, check=_nonneg, rule=">= 0"),
     Field("expert_ffn_size", int, check=_pos, rule="a positive integer"),
     Field("dense_layers", int, check=_nonneg, rule=">= 0"),
+    Field("router_bias", bool, required=False),
+)
+
+MLA_FIELDS = (
+    Field("q_lora_rank", int, check=_nonneg, rule=">= 0 (0: no q latent)"),
+    Field("kv_lora_rank", int, check=_pos, rule="a positive integer"),
+    Field("qk_nope_head_dim", int, check=_pos, rule="a positive integer"),
+    Field("qk_rope_head_dim", int, check=_pos, rule="a positive integer"),
+    Field("v_head_dim", int, check=_pos, rule="a positive integer"),
 )
 
 
@@ -235,6 +245,10 @@ def _build_model(e: Mapping[str, Any], where: str) -> Model:
     if "moe" in e:
         _validate(e["moe"], MOE_FIELDS, f"{where} moe")
         moe = Moe(**e["moe"])
+    mla = None
+    if "mla" in e:
+        _validate(e["mla"], MLA_FIELDS, f"{where} mla")
+        mla = Mla(**e["mla"])
     heads, kv = e["num_heads"], e["num_kv_heads"]
     if heads % kv:
         raise PlannerInputError(f"{where}: num_heads {heads} is not a multiple of num_kv_heads {kv}")
@@ -265,6 +279,7 @@ def _build_model(e: Mapping[str, Any], where: str) -> Model:
         default_seq_len=e["default_seq_len"],
         max_seq_len=e["max_seq_len"],
         moe=moe,
+        mla=mla,
         published_params=e["published_params"],
         published_label=e["published_label"],
         source=e["source"],

@@ -9,7 +9,8 @@ Appendix B), the ones published MFU figures use:
   gradients), only the input gradient (1x) for frozen weights (LoRA, QLoRA);
 - attention costs 2 x 2 x seq x attention_width FLOPs per token and layer
   forward (Q K^T and the weighted sum over V) over the full sequence, as the
-  papers count it; a causal kernel does about half of that work;
+  papers count it (with MLA's wider q/k heads, 2 x seq x (q/k + v widths));
+  a causal kernel does about half of that work;
 - embedding lookups, norms, activations and the softmax are not counted;
 - model FLOPs = forward + backward; hardware FLOPs add what recomputation
   repeats: the transformer blocks' forward again (full; the LM head sits
@@ -23,14 +24,15 @@ shared) and the router.
 
 from __future__ import annotations
 
+from planner.architecture import attention_matrix_params, attention_score_width
 from planner.specs import Mode, Model, Recompute
 
 
 def linear_params_per_token(model: Model) -> int:
     """Weights one token multiplies through: every block's attention and (active)
     MLP matrices, the MoE router, and the LM head (tied or not)."""
-    h, qw, kvw = model.hidden_size, model.attention_width, model.kv_width
-    attention = 2 * h * qw + 2 * h * kvw
+    h = model.hidden_size
+    attention = attention_matrix_params(model)
     moe = model.moe
     dense_layers = model.num_layers if moe is None else moe.dense_layers
     dense_mlp = model.ffn_matrices * h * model.ffn_size
@@ -42,8 +44,9 @@ def linear_params_per_token(model: Model) -> int:
 
 
 def attention_flops_per_token(model: Model, seq_len: int) -> int:
-    """Forward FLOPs of the attention core per token: Q K^T and softmax x V over the full sequence."""
-    return 4 * seq_len * model.attention_width * model.num_layers
+    """Forward FLOPs of the attention core per token: Q K^T (over q/k head dims) and softmax x V
+    (over v head dims) over the full sequence; 4 x seq x attention_width when the two agree."""
+    return 2 * seq_len * (attention_score_width(model) + model.attention_width) * model.num_layers
 
 
 def forward_flops_per_token(model: Model, seq_len: int) -> int:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.errors import PlannerInputError
-from planner.specs import Model, Moe, Norm
+from planner.specs import Mla, Model, Moe, Norm
 
 Config = Mapping[str, Any]
 
@@ -50,8 +50,6 @@ _ALIASES: dict[str, dict[str, str]] = {
     "falcon": {"n_embed": "hidden_size", "n_layer": "num_hidden_layers", "n_head": "num_attention_heads", "n_head_kv": "num_kv_heads"},
 }
 
-_MLA_FIELDS = ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
-
 
 # ---- field access -----------------------------------------------------------
 
@@ -65,6 +63,14 @@ def _int(c: Config, name: str, default: int | None = None) -> int:
     value = _get(c, name, default)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise PlannerInputError(f"field '{name}' must be a positive integer, got {value!r}")
+    return value
+
+
+def _count(c: Config, name: str) -> int:
+    """A non-negative integer field, 0 when absent."""
+    value = _get(c, name, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PlannerInputError(f"field '{name}' must be a non-negative integer, got {value!r}")
     return value
 
 
@@ -289,11 +295,26 @@ def _chatglm2(c: Config) -> dict[str, Any]:
     )
 
 
-def _deepseek_v3(c: Config) -> dict[str, Any]:
-    raise PlannerInputError(
-        f"deepseek_v3 uses multi-head latent attention (MLA), which the planner does not model yet; "
-        f"it would need {', '.join(_MLA_FIELDS)} in the model spec"
-    )
+def _deepseek(c: Config) -> dict[str, Any]:
+    """DeepSeek-V2/V3: multi-head latent attention and a MoE with shared experts after
+    `first_k_dense_replace` dense layers; V3's routing bias (topk_method 'noaux_tc').
+    The multi-token-prediction module (num_nextn_predict_layers) is not counted: it is
+    not part of the published 671B and serving drops it unless it speculates with it."""
+    _require(c, (*_DECODER_FIELDS, "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
+                 "moe_intermediate_size", "n_routed_experts", "num_experts_per_tok"))
+    if _get(c, "moe_layer_freq", 1) != 1:
+        raise PlannerInputError(f"moe_layer_freq {c.get('moe_layer_freq')} (MoE every few layers) is not modelled; only 1")
+    if _bool(c, "attention_bias", False):
+        raise PlannerInputError("attention_bias true is not modelled for multi-head latent attention")
+    heads = _int(c, "num_attention_heads")
+    mla = Mla(q_lora_rank=0 if c.get("q_lora_rank") is None else _int(c, "q_lora_rank"), kv_lora_rank=_int(c, "kv_lora_rank"),
+              qk_nope_head_dim=_int(c, "qk_nope_head_dim"), qk_rope_head_dim=_int(c, "qk_rope_head_dim"),
+              v_head_dim=_int(c, "v_head_dim"))
+    arch = _decoder({**c, "num_key_value_heads": heads, "head_dim": mla.qk_head_dim}, tied=False)
+    moe = Moe(num_experts=_int(c, "n_routed_experts"), top_k=_int(c, "num_experts_per_tok"),
+              shared_experts=_count(c, "n_shared_experts"), expert_ffn_size=_int(c, "moe_intermediate_size"),
+              dense_layers=_count(c, "first_k_dense_replace"), router_bias=_get(c, "topk_method") == "noaux_tc")
+    return arch | {"attention_width": heads * mla.v_head_dim, "mla": mla, "moe": moe}
 
 
 _READERS: dict[str, Callable[[Config], dict[str, Any]]] = {
@@ -311,7 +332,8 @@ _READERS: dict[str, Callable[[Config], dict[str, Any]]] = {
     "bloom": _bloom,
     "opt": _opt,
     "chatglm": _chatglm,
-    "deepseek_v3": _deepseek_v3,
+    "deepseek_v2": _deepseek,
+    "deepseek_v3": _deepseek,
 }
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_READERS)
 

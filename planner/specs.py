@@ -255,6 +255,26 @@ class Moe:
     shared_experts: int
     expert_ffn_size: int
     dense_layers: int  # leading layers with a dense FFN of the model's ffn_size
+    router_bias: bool = False  # a per-expert routing bias (DeepSeek-V3's e_score_correction_bias)
+
+
+@dataclass(frozen=True, slots=True)
+class Mla:
+    """Multi-head latent attention (DeepSeek-V2, DeepSeek-AI 2024, Sec. 2.1.1; used by
+    DeepSeek-V3): q goes through a low-rank latent (q_lora_rank; 0 projects it
+    directly), k and v share one latent of kv_lora_rank plus a decoupled RoPE key of
+    qk_rope_head_dim shared by all heads. Per head, q and k have qk_nope + qk_rope
+    dimensions and v has v_head_dim. Serving caches the latent and the RoPE key."""
+
+    q_lora_rank: int
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+
+    @property
+    def qk_head_dim(self) -> int:
+        return self.qk_nope_head_dim + self.qk_rope_head_dim
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +308,7 @@ class Model:
     published_params: int  # exact published (or source-computed) parameter count
     published_label: str  # as the source prints it, e.g. "13B"
     source: str
+    mla: Mla | None = None  # multi-head latent attention; head_dim is then the q/k head, attention_width heads x v_head_dim
 
     @property
     def kv_width(self) -> int:

@@ -16,11 +16,14 @@ from typing import Any
 
 import pytest
 
+from planner import flops
 from planner.architecture import param_counts
 from planner.catalog import load_catalog
 from planner.errors import PlannerInputError
 from planner.hf_cache import find_in_hf_cache, hf_hub_cache_dir, resolve_model_path
 from planner.hf_config import DEFAULT_SEQ_LEN_CAP, SUPPORTED_MODEL_TYPES, model_from_config, read_config
+from planner.serving import kv_bytes_per_token
+from planner.specs import KvFormat
 
 CONFIGS = Path(__file__).parent / "data" / "hf_configs"
 CATALOG = load_catalog()
@@ -39,12 +42,13 @@ IN_CATALOG = {
     "falcon-40b": "falcon-40b",
     "bloom": "bloom-176b",
     "chatglm-6b": "chatglm-6b",
+    "deepseek-v3": "deepseek-v3",
 }
 # What sizes weights, gradients, optimizer states, activations and the KV cache.
 MEMORY_FIELDS = (
     "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "attention_width", "ffn_size",
     "ffn_matrices", "vocab_size", "tied_embeddings", "learned_positions", "norm", "norms_per_layer", "qkv_bias",
-    "linear_bias", "moe",
+    "linear_bias", "moe", "mla",
 )
 
 
@@ -236,10 +240,25 @@ def test_missing_file_or_config_is_named(tmp_path: Path) -> None:
     assert "not found" in error_of(read_config, tmp_path / "absent.json")
 
 
-def test_deepseek_v3_mla_is_refused_with_the_fields_it_needs() -> None:
-    message = error_of(read_config, CONFIGS / "deepseek-v3.json")
-    assert "multi-head latent attention" in message and "not model" in message
-    assert all(f in message for f in ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"))
+def test_deepseek_v3_reads_mla_and_its_moe_to_the_published_671b() -> None:
+    """DeepSeek-AI 2024 (arXiv:2412.19437): 671B total (the 14B multi-token-prediction module aside),
+    37B activated per token; MLA caches kv_lora_rank + qk_rope_head_dim = 576 values per token and layer."""
+    model = read_config(CONFIGS / "deepseek-v3.json")
+    assert model.mla is not None and model.mla.qk_head_dim == 192 and model.attention_width == 128 * 128
+    assert model.moe is not None and model.moe.router_bias and model.moe.dense_layers == 3
+    assert param_counts(model).total == 671_026_419_200
+    assert 36.5e9 < flops.linear_params_per_token(model) + model.hidden_size * model.vocab_size < 38e9
+    assert kv_bytes_per_token(model, KvFormat.BF16) == 61 * 576 * 2
+    # V2-Lite's shape: no q latent (q_lora_rank null), no routing bias
+    lite = from_config("deepseek-v3", q_lora_rank=None, topk_method="greedy")
+    assert lite.mla is not None and lite.mla.q_lora_rank == 0 and not lite.moe.router_bias
+    h, q_out, q_lora = 7168, 128 * 192, 1536  # one q projection instead of q_a, its norm and q_b; 256 biases x 58 MoE layers
+    assert param_counts(lite).total - param_counts(model).total == 61 * (h * q_out - (h * q_lora + q_lora + q_lora * q_out)) - 256 * 58
+
+
+def test_deepseek_moe_every_other_layer_is_refused() -> None:
+    message = error_of(lambda: from_config("deepseek-v3", moe_layer_freq=2))
+    assert "moe_layer_freq 2" in message and "not modelled" in message
 
 
 @pytest.mark.parametrize(

@@ -264,3 +264,16 @@ def test_serving_batch_fits_monotonically() -> None:
     ]
     assert np.all(np.diff(totals) > 0)
 
+
+
+def test_deepseek_v3_serving_caches_the_mla_latent_whole_on_every_tp_rank() -> None:
+    """MLA caches kv_lora_rank + qk_rope_head_dim = 576 values per token and layer (DeepSeek-V2
+    Sec. 2.1.2), the same on every TP rank (vLLM's MLA cache is not split by heads); pipeline
+    stages split it by layers."""
+    from planner.api import evaluate_config
+
+    common = {"mode": "infer", "dp": "1", "batch": 16, "context": 8192, "weight_format": "fp8", "kv_dtype": "bf16"}
+    tp8 = evaluate_config("deepseek-v3", "h200:8", tp="8", pp="1", **common)
+    pp8 = evaluate_config("deepseek-v3", "h200:8", tp="1", pp="8", **common)
+    assert tp8.memory_bytes["kv_cache"] == 61 * 576 * 2 * 8192 * 16
+    assert pp8.memory_bytes["kv_cache"] == 8 * 576 * 2 * 8192 * 16  # ceil(61 / 8) layers on the fullest stage

@@ -17,7 +17,7 @@ from planner.candidates import capacity_bytes, evaluate, find_candidates, signif
 from planner.request import build_request
 from planner.solver import solve
 from planner.space import build_space
-from planner.specs import GpuStock, Norm
+from planner.specs import GpuStock, Mla, Norm
 
 LLAMA_7B = model(
     hidden_size=4096, num_layers=32, num_heads=32, num_kv_heads=32, ffn_size=11008, ffn_matrices=3,
@@ -82,8 +82,12 @@ def problems(draw):
     kv = draw(st.sampled_from([h for h in (1, 2, 4, 8, heads) if heads % h == 0]))
     gated = draw(st.booleans())
     moe = draw(st.sampled_from([None, None, None, MOE_8x2]))
+    # multi-head latent attention (DeepSeek-V2/V3) now and then: heads x v_head_dim is the attention width
+    mla = draw(st.sampled_from([None, None, None, Mla(q_lora_rank=head_dim * 4, kv_lora_rank=head_dim * 2, qk_nope_head_dim=head_dim,
+                                                       qk_rope_head_dim=head_dim // 2, v_head_dim=head_dim)]))
+    kv = heads if mla else kv
     m = model(
-        moe=moe,
+        moe=moe, mla=mla,
         hidden_size=heads * head_dim, num_heads=heads, num_kv_heads=kv, head_dim=head_dim, attention_width=heads * head_dim,
         num_layers=draw(st.integers(2, 96)), ffn_size=draw(st.sampled_from([1024, 2048, 4096, 11008, 16384])),
         ffn_matrices=3 if gated else 2, vocab_size=draw(st.sampled_from([32000, 50257, 128256])),
