@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.architecture import ParamCounts, adapter_params_per_block, linear_shapes
+from planner.architecture import ParamCounts, adapter_params_per_block, block_params_per_ep_rank, linear_shapes
 from planner.grid import IntArray, KnobArrays, ceil_div
 from planner.specs import OFFLOADS, PRECISIONS, Accounting, Mode, Model, Offload, Precision, Workload
 from planner.states import FP32, Stage, States, optimizer_state_bytes, params_on_gpu, stage_layers
@@ -71,7 +71,7 @@ def adapter_states(counts: ParamCounts, model: Model, workload: Workload, k: Kno
     # FSDP/ZeRO-3 gather the unit in use and the next, in their storage format: FSDP-QLoRA gathers
     # NF4 blocks; embeddings and the LM head are fp32 there
     plain = np.where(k.precision == _FP32_PRECISION, 4, 2)
-    block = ceil_div(counts.block_max, k.tp)
+    block = ceil_div(block_params_per_ep_rank(model, k.ep), k.tp)
     ends = ceil_div(counts.embedding, k.tp) * (FP32 if workload.mode is Mode.QLORA else plain)
     stored = ceil_div(block * NF4_BITS_X16384, 8 * 16384) if workload.mode is Mode.QLORA else block * plain
     unit = np.maximum(stored, ends)

@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
+import numpy as np
+import numpy.typing as npt
+
+from planner.grid import IntArray
 from planner.specs import Model, Norm
 
 # bitsandbytes keeps fp32 states for tensors below this many elements
@@ -171,6 +175,23 @@ def _block_params(model: Model) -> tuple[int, int]:
     routed = (m * h * moe.expert_ffn_size * experts, (h + moe.router_bias) * moe.num_experts)
     ffn = max(routed, dense if moe.dense_layers else (0, 0), key=sum)
     return sharded + ffn[0], replicated + ffn[1]
+
+
+def block_params_per_ep_rank(model: Model, ep: npt.ArrayLike) -> IntArray:
+    """Parameters of the largest block one expert-parallel rank holds (what ZeRO-3/FSDP
+    gathers at once): a dense block, or an MoE block with its routed experts split over EP
+    (shared experts and the router whole). Equals `ParamCounts.block_max` at EP 1."""
+    h, moe = model.hidden_size, model.moe
+    attention = sum(x.params for x in attention_tensors(model, 1)) + h * _norm_vectors(model) * model.norms_per_layer
+    f, m = model.ffn_size, model.ffn_matrices
+    dense = attention + m * h * f + model.linear_bias * ((m - 1) * f + h)
+    ep = np.asarray(ep, dtype=np.int64)
+    if moe is None:
+        return np.full_like(ep, dense)
+    fixed = attention + m * h * moe.expert_ffn_size * moe.shared_experts + (h + moe.router_bias) * moe.num_experts
+    routed = m * h * moe.expert_ffn_size * moe.num_experts
+    local = fixed + -(-routed // ep)
+    return np.maximum(local, dense) if moe.dense_layers else local
 
 
 @cache

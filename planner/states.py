@@ -30,7 +30,7 @@ from enum import Enum
 
 import numpy as np
 
-from planner.architecture import ParamCounts
+from planner.architecture import ParamCounts, block_params_per_ep_rank
 from planner.grid import IntArray, KnobArrays, ceil_div
 from planner.specs import OFFLOADS, OPTIMIZERS, PRECISIONS, Accounting, Framework, Model, Offload, Optimizer, Precision
 
@@ -245,6 +245,6 @@ def model_states(
     if framework.zero_states:
         return _deepspeed(counts, prm, k, bf16_accumulation=framework is Framework.MEGATRON_DEEPSPEED)
     if framework is Framework.FSDP:
-        block = np.full_like(prm.all, max(counts.block_max, counts.embedding))
+        block = np.maximum(block_params_per_ep_rank(model, k.ep), counts.embedding)
         return _fsdp(counts, prm, k, ceil_div(block, k.tp))
     return _megatron(counts, prm, k)

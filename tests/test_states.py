@@ -161,3 +161,18 @@ def test_offload_moves_bytes_to_cpu_not_away() -> None:
     assert off.optimizer[0] == 0 and off.cpu[0] == on.optimizer[0] + 4 * 10**9 // 4  # states + fp32 gradient partitions
     assert off.gradients[0] == 0 and off.weights[0] == on.weights[0]
     assert on.cpu[0] == 0
+
+
+def test_gathered_block_at_ep1_is_the_largest_block_and_ep_splits_its_routed_experts() -> None:
+    """ZeRO-3/FSDP gather a block's parameters on one expert-parallel rank: its 1/EP of the routed
+    experts, the shared experts, the router and the attention whole."""
+    from planner.architecture import block_params_per_ep_rank
+    from planner.catalog import load_catalog
+
+    catalog = load_catalog()
+    for m in catalog.models:
+        assert int(block_params_per_ep_rank(m, [1])[0]) == param_counts(m).block_max, m.id
+    v3 = catalog.model("deepseek-v3")
+    counts = param_counts(v3)
+    ep16 = int(block_params_per_ep_rank(v3, [16])[0])
+    assert ep16 == counts.block_max - counts.block_routed_experts + counts.block_routed_experts // 16
