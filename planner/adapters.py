@@ -43,14 +43,22 @@ def base_weights_bytes(counts: ParamCounts, model: Model, k: KnobArrays, mode: M
     ZeRO-3/FSDP shard it."""
     prm = params_on_gpu(counts, model, k, stage)
     plain = np.where(k.precision == _FP32_PRECISION, 4, 2)
-    every = prm.local * plain
-    if mode is Mode.QLORA:
+
+    def stored(held: IntArray) -> IntArray:
+        """Bytes of `held` parameters; under QLoRA the block matrices among them (every routed
+        expert not held is one) in NF4, the rest fp32."""
+        if mode is not Mode.QLORA:
+            return held * plain
         layers = stage_layers(model, k)
         matrices = ceil_div(np.where(k.pp == 1, counts.tp_sharded - counts.embedding_sharded - counts.head_sharded,
                                      layers * counts.block_sharded), k.tp)
-        matrices = np.minimum(matrices, prm.local)
-        every = (prm.local - matrices) * FP32 + ceil_div(matrices * NF4_BITS_X16384, 8 * 16384)
-    return np.where(k.zero_stage >= 3, ceil_div(every, k.shards), every)
+        matrices = np.minimum(matrices - (prm.all - held), held)
+        return (held - matrices) * FP32 + ceil_div(matrices * NF4_BITS_X16384, 8 * 16384)
+
+    # ZeRO-3/FSDP shard the whole model over DP x CP (routed experts over EP, then over the
+    # expert-data-parallel group DP x CP / EP: the same 1/(DP x CP)); otherwise each rank holds its 1/EP of the experts
+    sharded = ceil_div(stored(prm.all), k.shards)
+    return np.where(k.zero_stage >= 3, sharded, stored(prm.local))
 
 
 def adapter_states(counts: ParamCounts, model: Model, workload: Workload, k: KnobArrays, stage: Stage) -> States:

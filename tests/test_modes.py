@@ -277,3 +277,19 @@ def test_deepseek_v3_serving_caches_the_mla_latent_whole_on_every_tp_rank() -> N
     pp8 = evaluate_config("deepseek-v3", "h200:8", tp="1", pp="8", **common)
     assert tp8.memory_bytes["kv_cache"] == 61 * 576 * 2 * 8192 * 16
     assert pp8.memory_bytes["kv_cache"] == 8 * 576 * 2 * 8192 * 16  # ceil(61 / 8) layers on the fullest stage
+
+
+def test_zero3_lora_base_of_an_moe_is_sharded_once_not_split_by_ep_and_then_sharded() -> None:
+    """Mixtral-8x7B LoRA under ZeRO-3 on 8 GPUs with EP 8: each GPU holds 1/8 of the 16-bit base
+    (experts split over EP, then over the expert-data-parallel group of 1). The base was divided by
+    EP and then by DP again, 1/64 of the experts, which let DeepSeek-V3 LoRA 'fit' on 8 H100."""
+    from planner.api import evaluate_config
+    from planner.architecture import param_counts
+
+    row = evaluate_config("mixtral-8x7b", "h100:8", mode="lora", zero="3", dp="8", ep="8", tp="1", precision="bf16-mixed",
+                          optimizer="adamw", recompute="full", micro_batch="1")
+    base_per_gpu = param_counts(CATALOG.model("mixtral-8x7b")).total * 2 // 8
+    assert base_per_gpu <= row.memory_bytes["weights"] < base_per_gpu * 1.05
+    from planner import plan
+
+    assert not plan("deepseek-v3", "h100:8", mode="lora").fits  # 1.34 TB of bf16 weights on 640 GB
