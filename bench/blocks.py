@@ -40,6 +40,7 @@ BLOCKS: dict[str, Model] = {
     "llama-mha": spec(),
     "llama-gqa4": spec(num_kv_heads=2),
     "qwen2-gqa4": spec(num_kv_heads=2, qkv_bias=True),
+    "qwen3-gqa4": spec(num_kv_heads=2, qk_norm=True),
     "gpt2": spec(ffn_size=4 * HIDDEN, ffn_matrices=2, ffn_activation="gelu-tanh", norm=Norm.LAYERNORM, qkv_bias=True,
                  linear_bias=True, learned_positions=SEQ),
 }

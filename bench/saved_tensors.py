@@ -25,10 +25,11 @@ from pathlib import Path
 import torch
 import transformers
 from blocks import BATCH, FFN_GATED, HEADS, HIDDEN, SEQ, predicted_bytes
-from transformers import GPT2Config, LlamaConfig, Qwen2Config
+from transformers import GPT2Config, LlamaConfig, Qwen2Config, Qwen3Config
 from transformers.models.gpt2.modeling_gpt2 import GPT2Block
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2RotaryEmbedding
+from transformers.models.qwen3.modeling_qwen3 import Qwen3DecoderLayer, Qwen3RotaryEmbedding
 
 from planner import __version__
 
@@ -78,6 +79,12 @@ def qwen2(kv: int) -> Callable[[torch.dtype, str], int]:
     return lambda dtype, attn: rope_block(Qwen2DecoderLayer, Qwen2RotaryEmbedding, cfg, dtype, attn)
 
 
+def qwen3(kv: int) -> Callable[[torch.dtype, str], int]:
+    cfg = Qwen3Config(hidden_size=HIDDEN, intermediate_size=FFN_GATED, num_attention_heads=HEADS, num_key_value_heads=kv,
+                      head_dim=HIDDEN // HEADS, num_hidden_layers=1, vocab_size=1000)
+    return lambda dtype, attn: rope_block(Qwen3DecoderLayer, Qwen3RotaryEmbedding, cfg, dtype, attn)
+
+
 def gpt2() -> Callable[[torch.dtype, str], int]:
     def run(dtype: torch.dtype, attention: str) -> int:
         cfg = GPT2Config(n_embd=HIDDEN, n_head=HEADS, n_layer=1, vocab_size=1000, resid_pdrop=0.0, attn_pdrop=0.0,
@@ -90,7 +97,7 @@ def gpt2() -> Callable[[torch.dtype, str], int]:
     return run
 
 
-BLOCKS = {"llama-mha": llama(HEADS), "llama-gqa4": llama(2), "qwen2-gqa4": qwen2(2), "gpt2": gpt2()}
+BLOCKS = {"llama-mha": llama(HEADS), "llama-gqa4": llama(2), "qwen2-gqa4": qwen2(2), "qwen3-gqa4": qwen3(2), "gpt2": gpt2()}
 
 
 def main() -> int:

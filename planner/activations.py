@@ -213,6 +213,10 @@ def layer_activation_bytes(model: Model, workload: Workload, k: KnobArrays) -> I
                                       + norms_in_latents * _norm_stats_bytes(model))
     mlp = mlp_saved_tensors(model, workload.framework) * _mlp_width(model)
     inside = tokens * act * (attention_saved_width(model, workload) + mlp)
+    if model.qk_norm:  # a per-head norm over q and k (in the TP region): what a norm saves, plus per-head statistics
+        q_norm_elem = (4 + act) if not workload.framework.fused_kernels else act
+        inside = inside + tokens * ((model.attention_width + model.kv_width) * q_norm_elem
+                                    + (model.num_heads + model.num_kv_heads) * _norm_stats_bytes(model))
     ring = np.where(k.cp > 1, tokens * act * 2 * model.kv_width, 0)
     return outside + ceil_div(inside + ring, k.tp) + attention_core_bytes(model, workload, k)
 

@@ -144,6 +144,8 @@ def attention_tensors(model: Model, layers: int) -> list[Tensor]:
               Tensor("attn.kv_a_norm", mla.kv_lora_rank, 1, layers, False),
               Tensor("attn.kv_b", mla.kv_lora_rank, heads * (mla.qk_nope_head_dim + mla.v_head_dim), layers, True),
               Tensor("attn.o", heads * mla.v_head_dim, h, layers, True)]
+    if model.qk_norm:
+        t.append(Tensor("attn.qk_norm", model.head_dim, 1, 2 * layers, False))
     if model.linear_bias:
         t.append(Tensor("attn.o_bias", h, 1, layers, False))
     return t

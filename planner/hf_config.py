@@ -173,6 +173,22 @@ def _llama(c: Config) -> dict[str, Any]:
     return _decoder(c, tied=False, biases=_biases(attention, attention, _bool(c, "mlp_bias", False)))
 
 
+def _qwen3(c: Config) -> dict[str, Any]:
+    """Qwen3: the Llama block with an RMSNorm over each head of q and k (head_dim given)."""
+    attention = _bool(c, "attention_bias", False)
+    return _decoder(c, tied=False, biases=_biases(attention, attention, False)) | {"qk_norm": True}
+
+
+def _qwen3_moe(c: Config) -> dict[str, Any]:
+    """Qwen3-MoE: Qwen3 attention, every layer's MLP routed (no shared expert)."""
+    if _get(c, "decoder_sparse_step", 1) != 1 or _get(c, "mlp_only_layers", []):
+        raise PlannerInputError("decoder_sparse_step other than 1 or mlp_only_layers (dense layers among MoE ones) are not modelled")
+    _require(c, ("moe_intermediate_size", "num_experts", "num_experts_per_tok"))
+    experts = Moe(num_experts=_int(c, "num_experts"), top_k=_int(c, "num_experts_per_tok"), shared_experts=0,
+                  expert_ffn_size=_int(c, "moe_intermediate_size"), dense_layers=0)
+    return _qwen3(c) | {"moe": experts}
+
+
 def _mixtral(c: Config) -> dict[str, Any]:
     arch = _decoder(c, tied=False)
     experts = Moe(num_experts=_int(c, "num_local_experts", 8), top_k=_int(c, "num_experts_per_tok", 2),
@@ -323,6 +339,8 @@ _READERS: dict[str, Callable[[Config], dict[str, Any]]] = {
     "mixtral": _mixtral,
     "qwen2": lambda c: _decoder(c, tied=False, biases=_biases(True, False, False)),
     "qwen2_moe": _qwen2_moe,
+    "qwen3": _qwen3,
+    "qwen3_moe": _qwen3_moe,
     "gemma": lambda c: _decoder(c, tied=True, head_dim=256),
     "gemma2": lambda c: _decoder(c, tied=True, head_dim=256, norms=4),
     "phi3": lambda c: _decoder(c, tied=False, dropout=("attention_dropout", "resid_pdrop", "embd_pdrop")),

@@ -309,6 +309,7 @@ class Model:
     published_label: str  # as the source prints it, e.g. "13B"
     source: str
     mla: Mla | None = None  # multi-head latent attention; head_dim is then the q/k head, attention_width heads x v_head_dim
+    qk_norm: bool = False  # an RMSNorm over each head of q and of k (Qwen3, OLMo-2 style), before RoPE
 
     @property
     def kv_width(self) -> int:

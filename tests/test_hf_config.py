@@ -293,3 +293,35 @@ def test_a_config_json_plans_like_its_catalog_entry(capsys: pytest.CaptureFixtur
     ]
     assert main(["--model", "./missing/config.json", "--gpus", "a100-40g:8"]) == 2
     assert "no config.json at" in capsys.readouterr().err
+
+
+QWEN3_8B = {"model_type": "qwen3", "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36,
+            "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+            "tie_word_embeddings": False, "max_position_embeddings": 40960, "attention_bias": False}
+QWEN3_30B_A3B = {**QWEN3_8B, "model_type": "qwen3_moe", "hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 48,
+                 "num_key_value_heads": 4, "moe_intermediate_size": 768, "num_experts": 128, "num_experts_per_tok": 8,
+                 "decoder_sparse_step": 1, "mlp_only_layers": []}
+QWEN3_235B_A22B = {**QWEN3_30B_A3B, "hidden_size": 4096, "moe_intermediate_size": 1536, "num_hidden_layers": 94,
+                   "num_attention_heads": 64}
+
+
+@pytest.mark.parametrize(
+    ("config", "total_b", "active_b"),
+    [  # the Qwen3 model cards: parameters, rounded as printed (8B: 6.95B non-embedding)
+        (QWEN3_8B, 8.2, None),
+        (QWEN3_30B_A3B, 30.5, 3.3),
+        (QWEN3_235B_A22B, 235, 22),
+    ],
+)
+def test_qwen3_and_qwen3_moe_give_the_model_cards_counts(config: dict[str, Any], total_b: float, active_b: float | None) -> None:
+    """Qwen3 adds an RMSNorm over each head of q and k (2 x head_dim per layer)."""
+    model = model_from_config(config, "qwen3", "test")
+    assert model.qk_norm and (model.moe is None) == (config["model_type"] == "qwen3")
+    total = param_counts(model).total
+    digits = len(str(total_b).split(".")[1]) if "." in str(total_b) else 0
+    assert round(total / 1e9, digits) == total_b
+    if active_b is not None:
+        active = flops.linear_params_per_token(model) + model.hidden_size * model.vocab_size  # + the embedding row
+        assert abs(active / 1e9 - active_b) / active_b < 0.02  # cards print 3.3B for 3.35B with the embedding row
+    if config is QWEN3_8B:
+        assert total - 2 * 151936 * 4096 == 6_946_075_648  # "6.95B non-embedding"

@@ -18,8 +18,8 @@ ROWS = [r for r in csv.DictReader(line for line in (BENCH / "results" / "saved_t
 
 
 def test_measurements_cover_llama_qwen_gpt2_in_two_dtypes_and_kernels() -> None:
-    assert {r["block"] for r in ROWS} == {"llama-mha", "llama-gqa4", "qwen2-gqa4", "gpt2"}
-    assert len(ROWS) == 16
+    assert {r["block"] for r in ROWS} == {"llama-mha", "llama-gqa4", "qwen2-gqa4", "qwen3-gqa4", "gpt2"}
+    assert len(ROWS) == 20
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: f"{r['block']}-{r['dtype']}-{r['attention']}")
