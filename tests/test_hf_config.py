@@ -43,12 +43,13 @@ IN_CATALOG = {
     "bloom": "bloom-176b",
     "chatglm-6b": "chatglm-6b",
     "deepseek-v3": "deepseek-v3",
+    "qwen3-8b-base": "qwen3-8b",
 }
 # What sizes weights, gradients, optimizer states, activations and the KV cache.
 MEMORY_FIELDS = (
     "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "attention_width", "ffn_size",
     "ffn_matrices", "vocab_size", "tied_embeddings", "learned_positions", "norm", "norms_per_layer", "qkv_bias",
-    "linear_bias", "moe", "mla",
+    "linear_bias", "moe", "mla", "qk_norm",
 )
 
 
