@@ -193,27 +193,36 @@ def _deepspeed(counts: ParamCounts, prm: Params, k: KnobArrays, bf16_accumulatio
     return States(np.where(params_off, 0, weights), grads, np.where(offloaded, 0, opt), bucket + gathered, cpu)
 
 
-def _fsdp(counts: ParamCounts, prm: Params, k: KnobArrays, block: IntArray) -> States:
+def _fsdp(counts: ParamCounts, prm: Params, k: KnobArrays, block: IntArray, root: IntArray) -> States:
     """PyTorch DDP/FSDP with autocast (see the module docstring); ZeRO stage 0 is
-    DDP, 1 DDP with a sharded optimizer, 2 SHARD_GRAD_OP, 3 FULL_SHARD."""
+    DDP, 1 DDP with a sharded optimizer, 2 SHARD_GRAD_OP, 3 FULL_SHARD.
+
+    DDP keeps whole parameters and, under autocast, their 16-bit casts. FSDP
+    shards the parameters from stage 2 on; SHARD_GRAD_OP (and FULL_SHARD with
+    pipeline stages, torchtitan's reshard_after_forward = not pp_enabled) keeps
+    an unsharded copy in the compute dtype from forward to backward. FULL_SHARD
+    gathers the unit in use and the prefetched one, and keeps the root unit
+    (embedding, final norm, head) gathered through backward; a unit's
+    gradients (compute dtype) and their fp32 reduce-scatter input live while
+    the previous unit's reduce-scatter is still in flight. Checked against
+    FSDP2 on the CPU with gloo (bench/dist_peak.py)."""
     mixed = MIXED[k.precision] == 1
     z = k.zero_stage
     master = np.where(mixed, 2 * FP32, WEIGHT_BYTES_X2[k.precision])  # the parameters themselves, doubled
-    compute = np.where(mixed, ceil_div(WEIGHT_BYTES_X2[k.precision], 2), 0)  # 16-bit copies for compute
+    compute = np.where(mixed, ceil_div(WEIGHT_BYTES_X2[k.precision], 2), 0)  # autocast's 16-bit copies under DDP
     grad = np.where(mixed, FP32, GRAD_BYTES[k.precision])
-    # With pipeline stages FSDP keeps each stage's parameters gathered across micro-batches
-    # (torchtitan: reshard_after_forward = not pp_enabled) and accumulates unsharded 16-bit gradients.
-    kept_gathered = (z <= 2) | (k.pp > 1)
-    sharded_weights = _bytes(prm, master, k, 3)
-    weights = sharded_weights + np.where(kept_gathered, prm.local * compute, 0)
+    unit_compute = np.where(mixed, compute, ceil_div(master, 2))  # a gathered parameter in the compute dtype
+    sharded_weights = _bytes(prm, master, k, 2)
+    kept = np.where(z <= 1, compute, np.where((z == 2) | (k.pp > 1), unit_compute, 0))
+    weights = sharded_weights + prm.local * kept
     ddp_buckets = np.where((z <= 1) & (k.shards > 1), prm.local * grad, 0)  # no DDP wrapper in a single process
+    # with pipeline stages the stage accumulates unsharded 16-bit gradients across micro-batches
     pp_grads = np.where((z >= 2) & (k.pp > 1), prm.local * np.where(mixed, compute, grad), 0)
     sharded_grads = _bytes(prm, 2 * grad, k, 2)
     grads = sharded_grads + ddp_buckets + pp_grads
     opt = _optimizer(counts, prm, k, Accounting.FULL, np.zeros_like(grad))
-    unit_compute = np.where(mixed, compute, ceil_div(master, 2))
-    gathered = np.where(z >= 3, 2 * block * unit_compute, 0)  # the unit in use and the prefetched one
-    unit_grads = np.where(z >= 2, block * (unit_compute + grad), 0)  # a unit's gradients before reduce-scatter
+    gathered = np.where(z >= 3, (2 * block + root) * unit_compute, 0)
+    unit_grads = np.where(z >= 2, block * (unit_compute + 2 * grad), 0)
     params_off = k.offload == _PARAMS_OFF  # FSDP CPUOffload: parameters, gradients and optimizer on CPU
     cpu = np.where(params_off, sharded_weights + sharded_grads + opt, 0)
     return States(
@@ -223,6 +232,15 @@ def _fsdp(counts: ParamCounts, prm: Params, k: KnobArrays, block: IntArray) -> S
         gathered + unit_grads,
         cpu,
     )
+
+
+def _root_params(counts: ParamCounts, k: KnobArrays, stage: Stage) -> IntArray:
+    """Parameters outside the transformer blocks on this stage (FSDP's root unit): the
+    embedding on the first stage, the final norm and head (a tied head's own copy of the
+    embedding) on the last, all of them without pipeline stages."""
+    head = (counts.head_sharded or counts.embedding_sharded) + counts.final_norm
+    staged = counts.embedding if stage is Stage.FIRST else head
+    return np.where(k.pp == 1, counts.embedding + counts.head_sharded + counts.final_norm, staged)
 
 
 def _megatron(counts: ParamCounts, prm: Params, k: KnobArrays) -> States:
@@ -245,6 +263,6 @@ def model_states(
     if framework.zero_states:
         return _deepspeed(counts, prm, k, bf16_accumulation=framework is Framework.MEGATRON_DEEPSPEED)
     if framework is Framework.FSDP:
-        block = np.maximum(block_params_per_ep_rank(model, k.ep), counts.embedding)
-        return _fsdp(counts, prm, k, ceil_div(block, k.tp))
+        block = ceil_div(block_params_per_ep_rank(model, k.ep), k.tp)
+        return _fsdp(counts, prm, k, block, ceil_div(_root_params(counts, k, stage), k.tp))
     return _megatron(counts, prm, k)

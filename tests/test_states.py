@@ -83,8 +83,20 @@ def test_fsdp_full_shard_is_16_over_n_plus_gathered_units() -> None:
     s = states.model_states(counts, LLAMA, knobs(zero_stage=3, dp=8), Framework.FSDP, FULL, Stage.FIRST)
     p = counts.total
     assert s.weights[0] + s.gradients[0] + s.optimizer[0] == pytest.approx(16 * p / 8, rel=1e-6)
-    unit = max(counts.block_max, counts.embedding)
-    assert s.buffers[0] == 2 * unit * 2 + unit * (2 + 4)
+    block, root = counts.block_max, counts.embedding + counts.head_sharded + counts.final_norm
+    # two blocks and the root gathered in bf16; a block's bf16 gradients, its fp32 reduce-scatter input and the
+    # previous block's still in flight (FSDP2 on the CPU, bench/dist_peak.py)
+    assert s.buffers[0] == (2 * block + root) * 2 + block * (2 + 4 + 4)
+
+
+def test_fsdp_shard_grad_op_shards_parameters_and_keeps_an_unsharded_compute_copy() -> None:
+    """SHARD_GRAD_OP: fp32 parameters sharded (4P/N) plus their unsharded copy in the compute dtype from forward
+    to backward (bf16 2P under mixed precision, fp32 4P without); measured with FSDP2 on the CPU."""
+    counts = param_counts(LLAMA)
+    p = counts.total
+    for precision, copy in ((Precision.BF16_MIXED, 2), (Precision.FP32, 4)):
+        s = states.model_states(counts, LLAMA, knobs(zero_stage=2, dp=8, precision=precision), Framework.FSDP, FULL, Stage.FIRST)
+        assert s.weights[0] == pytest.approx(4 * p / 8 + copy * p, rel=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,9 @@ def test_no_published_out_of_memory_is_predicted_to_fit() -> None:
 def test_measured_peaks_stay_within_the_recorded_errors() -> None:
     assert set(TARGETS.measured_under_5pct) <= KNOWN_UNDER
     assert TARGETS.measured_worst_under_pct >= -21.0
-    assert TARGETS.measured_median_abs_pct <= 8.0
+    # 9.4% since FSDP keeps its root unit (embedding, head) gathered through backward and a second unit's
+    # reduce-scatter buffer in flight, as FSDP2 measured on the CPU (bench/dist_peak.py): safe-side terms
+    assert TARGETS.measured_median_abs_pct <= 9.5
 
 
 def test_fine_tuning_and_serving_points_are_evaluated() -> None:
