@@ -87,13 +87,13 @@ def fit_threshold(space: Space) -> IntArray:
     possible = (lo <= hi) & (evaluate(space, grid.with_dp(np.maximum(hi, 1))).total <= cap)
     hi = np.where(possible, hi, lo)
     while True:
-        open_ = lo < hi
-        if not open_.any():
+        rows = np.flatnonzero(lo < hi)  # bisect only the rows still open
+        if not len(rows):
             break
-        mid = (lo + hi) // 2
-        ok = evaluate(space, grid.with_dp(mid)).total <= cap
-        hi = np.where(open_ & ok, mid, hi)
-        lo = np.where(open_ & ~ok, mid + 1, lo)
+        mid = (lo[rows] + hi[rows]) // 2
+        ok = evaluate(space, grid.take(rows).with_dp(mid)).total <= cap[rows]
+        hi[rows] = np.where(ok, mid, hi[rows])
+        lo[rows] = np.where(ok, lo[rows], mid + 1)
     return np.where(possible, lo, space.dp_hi + 1)
 
 
