@@ -162,38 +162,42 @@ def attention_score_width(model: Model) -> int:
     return model.num_heads * model.mla.qk_head_dim if model.mla else model.attention_width
 
 
-def _block_params(model: Model) -> tuple[int, int]:
-    """(TP-split, replicated) parameters of the largest transformer block (dense or MoE)."""
-    h = model.hidden_size
+def _block_parts(model: Model) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], int]:
+    """(TP-split, replicated) parameters of one block's pieces: the attention with the
+    block's norms, a dense FFN, an MoE FFN without its routed experts (shared experts,
+    router), and the routed experts' count (0 for a dense model)."""
+    h, f, m = model.hidden_size, model.ffn_size, model.ffn_matrices
     attention = attention_tensors(model, 1)
-    sharded = sum(x.params for x in attention if x.tp_sharded)
-    replicated = h * _norm_vectors(model) * model.norms_per_layer + sum(x.params for x in attention if not x.tp_sharded)
-    f, m = model.ffn_size, model.ffn_matrices
+    attn = (sum(x.params for x in attention if x.tp_sharded),
+            h * _norm_vectors(model) * model.norms_per_layer + sum(x.params for x in attention if not x.tp_sharded))
     dense = (m * h * f + model.linear_bias * (m - 1) * f, model.linear_bias * h)
     moe = model.moe
     if moe is None:
-        return sharded + dense[0], replicated + dense[1]
-    experts = moe.num_experts + moe.shared_experts
-    routed = (m * h * moe.expert_ffn_size * experts, (h + moe.router_bias) * moe.num_experts)
-    ffn = max(routed, dense if moe.dense_layers else (0, 0), key=sum)
-    return sharded + ffn[0], replicated + ffn[1]
+        return attn, dense, (0, 0), 0
+    fixed = (m * h * moe.expert_ffn_size * moe.shared_experts, (h + moe.router_bias) * moe.num_experts)
+    return attn, dense, fixed, m * h * moe.expert_ffn_size * moe.num_experts
+
+
+def _block_params(model: Model) -> tuple[int, int]:
+    """(TP-split, replicated) parameters of the largest transformer block (dense or MoE)."""
+    attn, dense, fixed, routed = _block_parts(model)
+    if model.moe is None:
+        return attn[0] + dense[0], attn[1] + dense[1]
+    ffn = max((fixed[0] + routed, fixed[1]), dense if model.moe.dense_layers else (0, 0), key=sum)
+    return attn[0] + ffn[0], attn[1] + ffn[1]
 
 
 def block_params_per_ep_rank(model: Model, ep: npt.ArrayLike) -> IntArray:
     """Parameters of the largest block one expert-parallel rank holds (what ZeRO-3/FSDP
     gathers at once): a dense block, or an MoE block with its routed experts split over EP
     (shared experts and the router whole). Equals `ParamCounts.block_max` at EP 1."""
-    h, moe = model.hidden_size, model.moe
-    attention = sum(x.params for x in attention_tensors(model, 1)) + h * _norm_vectors(model) * model.norms_per_layer
-    f, m = model.ffn_size, model.ffn_matrices
-    dense = attention + m * h * f + model.linear_bias * ((m - 1) * f + h)
+    attn, dense, fixed, routed = _block_parts(model)
     ep = np.asarray(ep, dtype=np.int64)
-    if moe is None:
-        return np.full_like(ep, dense)
-    fixed = attention + m * h * moe.expert_ffn_size * moe.shared_experts + (h + moe.router_bias) * moe.num_experts
-    routed = m * h * moe.expert_ffn_size * moe.num_experts
-    local = fixed + -(-routed // ep)
-    return np.maximum(local, dense) if moe.dense_layers else local
+    with_dense = sum(attn) + sum(dense)
+    if model.moe is None:
+        return np.full_like(ep, with_dense)
+    local = sum(attn) + sum(fixed) + -(-routed // ep)
+    return np.maximum(local, with_dense) if model.moe.dense_layers else local
 
 
 @cache
