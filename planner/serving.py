@@ -7,6 +7,7 @@ the workload's `seq_len`).
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from planner.architecture import ParamCounts
 from planner.grid import IntArray, KnobArrays, ceil_div
@@ -68,25 +69,24 @@ def serving_weights_bytes(counts: ParamCounts, model: Model, k: KnobArrays, acco
 def kv_cache_bytes(model: Model, workload: Workload, k: KnobArrays) -> IntArray:
     """2 (K and V) x layers x KV heads x head_dim x bytes x tokens, for the batch at full context:
     grouped- and multi-query attention store only the KV heads; TP splits them, PP the layers
-    (vLLM's cache per token: 2 x L x kv_heads x head_dim x dtype bytes). MLA caches
-    `mla_cache_width` values per layer and token instead, not split by TP."""
+    (vLLM's cache per token: 2 x L x kv_heads x head_dim x dtype bytes); MLA caches its
+    latent instead, see `kv_values_per_token_layer`."""
     layers = stage_layers(model, k)
-    if model.mla is not None:  # the k/v latent and the shared RoPE key, whole on every TP rank (vLLM's MLA cache)
-        return layers * mla_cache_width(model) * KV_BYTES[k.kv_format] * workload.seq_len * k.micro_batch
-    kv_width = ceil_div(model.kv_width, k.tp)
-    return 2 * layers * kv_width * KV_BYTES[k.kv_format] * workload.seq_len * k.micro_batch
+    return layers * kv_values_per_token_layer(model, k.tp) * KV_BYTES[k.kv_format] * workload.seq_len * k.micro_batch
 
 
-def mla_cache_width(model: Model) -> int:
-    """Values an MLA layer caches per token: kv_lora_rank + qk_rope_head_dim (576 for DeepSeek-V3)."""
-    assert model.mla is not None
-    return model.mla.kv_lora_rank + model.mla.qk_rope_head_dim
+def kv_values_per_token_layer(model: Model, tp: npt.ArrayLike) -> IntArray:
+    """Values one GPU caches per token and layer: K and V of its 1/TP of the KV heads, or
+    under MLA the k/v latent and the shared RoPE key, kv_lora_rank + qk_rope_head_dim (576
+    for DeepSeek-V3), whole on every TP rank (vLLM's MLA cache)."""
+    if model.mla is not None:
+        return np.full_like(np.asarray(tp, dtype=np.int64), model.mla.kv_lora_rank + model.mla.qk_rope_head_dim)
+    return 2 * ceil_div(model.kv_width, tp)
 
 
 def kv_bytes_per_token(model: Model, kv: KvFormat) -> int:
     """KV cache bytes one token needs across all layers on one unsplit GPU."""
-    width = mla_cache_width(model) if model.mla is not None else 2 * model.kv_width
-    return model.num_layers * width * int(KV_BYTES[KV_FORMATS.index(kv)])
+    return model.num_layers * int(kv_values_per_token_layer(model, 1)) * int(KV_BYTES[KV_FORMATS.index(kv)])
 
 
 def workspace_bytes(model: Model, workload: Workload, k: KnobArrays) -> IntArray:
