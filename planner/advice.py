@@ -17,7 +17,7 @@ from planner.errors import PlannerInputError
 from planner.grid import KnobArrays
 from planner.perf import TrainingSpeed
 from planner.plan import Fix, Plan, PlanRow
-from planner.specs import DP_SHARD_NODE, RECOMPUTES, Gpu, GpuStock, Mode, Objective, Offload, Optimizer, Pins, Precision, Request
+from planner.specs import DP_SHARD_WORDS, RECOMPUTES, Gpu, GpuStock, Mode, Objective, Offload, Optimizer, Pins, Precision, Request
 from planner.steptime import step_terms
 from planner.units import format_duration
 
@@ -56,8 +56,9 @@ def _verify(request: Request) -> Plan | None:
 
 
 def _pin_text(values: tuple[object, ...], field: str = "") -> str:
-    if field == "dp_shard":  # 0 and DP_SHARD_NODE are the words the flag takes
-        return ",".join({0: "all", DP_SHARD_NODE: "node"}.get(v, str(v)) for v in values)  # type: ignore[call-overload]
+    if field == "dp_shard":  # 0 and DP_SHARD_NODE stand for the words the flag takes
+        words = {value: word for word, value in DP_SHARD_WORDS.items()}
+        return ",".join(words.get(v, str(v)) for v in values)  # type: ignore[call-overload]
     return ",".join(str(v) for v in values)
 
 

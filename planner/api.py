@@ -59,8 +59,8 @@ def evaluate_config(model: str | Model, gpus: str, **knobs: Any) -> PlanRow:
     micro_batch to single values (plus any other `plan` option); dp_shard
     (HSDP shard group, fsdp only) defaults to 'all'.
     """
-    if knobs.get("framework") == "fsdp" and knobs.get("mode", "pretrain") != "infer":
-        knobs.setdefault("dp_shard", "all")  # shard over all of DP unless HSDP is asked for
+    if knobs.get("mode") != "infer":
+        knobs.setdefault("dp_shard", "all")  # shard over all of DP unless HSDP is asked for (a no-op outside fsdp)
     request = build_request(model, gpus, **knobs)
     space = build_space(request)
     if len(space.grid) != 1:

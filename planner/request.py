@@ -18,7 +18,7 @@ from planner.errors import PlannerInputError, unknown_name
 from planner.hf_cache import resolve_model_path
 from planner.hf_config import read_config
 from planner.specs import (
-    DP_SHARD_NODE,
+    DP_SHARD_WORDS,
     ZERO_STAGES,
     Accounting,
     AttentionKernel,
@@ -115,8 +115,8 @@ def parse_dp_shard(value: Choice) -> tuple[int, ...] | None:
         return None
     out = set()
     for item in items:
-        if item in ("all", "node"):
-            out.add(0 if item == "all" else DP_SHARD_NODE)
+        if item in DP_SHARD_WORDS:
+            out.add(DP_SHARD_WORDS[item])
         elif re.fullmatch(r"\d+", item) and int(item) >= 2:
             out.add(int(item))
         else:

@@ -178,6 +178,7 @@ WEIGHT_FORMATS: tuple[WeightFormat, ...] = tuple(WeightFormat)
 KV_FORMATS: tuple[KvFormat, ...] = tuple(KvFormat)
 ZERO_STAGES: tuple[int, ...] = (0, 1, 2, 3)
 DP_SHARD_NODE = -1  # a --dp-shard pin meaning "the DP ranks of one node", resolved per GPU type
+DP_SHARD_WORDS = {"all": 0, "node": DP_SHARD_NODE}  # the words --dp-shard takes besides a group size
 
 
 class Diversity(StrEnum):
