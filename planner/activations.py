@@ -108,10 +108,14 @@ def norm_bytes_per_element(model: Model, workload: Workload, k: KnobArrays) -> I
     RMSNorm's input and normalized tensor. Per-token statistics (fp32
     mean/rstd) come on top, see `_norm_stats_bytes`.
     """
-    act = ACT_BYTES[k.precision]
     rms = not workload.framework.fused_kernels and model.norm is Norm.RMSNORM
-    plain = 4 + act if rms else act
-    return np.where(autocast_residual(workload, k), 2 * FP32 if rms else FP32, plain)
+    return np.where(autocast_residual(workload, k), 2 * FP32 if rms else FP32, _norm_saves(rms, ACT_BYTES[k.precision]))
+
+
+def _norm_saves(python_rms: bool, act: IntArray) -> IntArray:
+    """Bytes per element a norm over a working-dtype input saves: an RMSNorm written in
+    Python keeps an fp32 copy and the normalized tensor, a fused or native norm its input."""
+    return FP32 + act if python_rms else act
 
 
 def autocast_cast_copies(model: Model) -> int:
@@ -214,7 +218,7 @@ def layer_activation_bytes(model: Model, workload: Workload, k: KnobArrays) -> I
     mlp = mlp_saved_tensors(model, workload.framework) * _mlp_width(model)
     inside = tokens * act * (attention_saved_width(model, workload) + mlp)
     if model.qk_norm:  # a per-head norm over q and k (in the TP region): what a norm saves, plus per-head statistics
-        q_norm_elem = (4 + act) if not workload.framework.fused_kernels else act
+        q_norm_elem = _norm_saves(not workload.framework.fused_kernels, act)  # an RMSNorm over 16-bit q and k
         inside = inside + tokens * ((model.attention_width + model.kv_width) * q_norm_elem
                                     + (model.num_heads + model.num_kv_heads) * _norm_stats_bytes(model))
     ring = np.where(k.cp > 1, tokens * act * 2 * model.kv_width, 0)
