@@ -241,7 +241,8 @@ def step_terms(model: Model, workload: Workload, k: KnobArrays, gpus: Sequence[G
     # the updated 16-bit parameters, ZeRO-3/FSDP reduce-scatter them and gather the parameters for the forward and
     # the backward of every micro-batch ((D-1)/D x bytes each; gathers taken at the full bytes, an upper bound)
     z = k.zero_stage
-    ring_bytes = np.where(z == 0, 2 * trained * grad_bytes, trained * grad_bytes + np.where(z <= 2, trained * 2.0, 0.0))
+    allreduce_bytes = 2 * trained * grad_bytes  # a ring all-reduce of the gradients moves 2 (D-1)/D x this
+    ring_bytes = np.where(z == 0, allreduce_bytes, trained * grad_bytes + np.where(z <= 2, trained * 2.0, 0.0))
     gathers = np.where(z >= 3, 2 * stored * stored_bytes, 0.0)
     prefetch = DP_OVERLAP_PREFETCH if workload.framework is Framework.FSDP else DP_OVERLAP
     overlap = np.where(z >= 3, prefetch, DP_OVERLAP)
@@ -290,8 +291,8 @@ def step_terms(model: Model, workload: Workload, k: KnobArrays, gpus: Sequence[G
     ):
         link = dp_link * 1e9 * NCCL_BUS_EFFICIENCY
         r_link = replica_link * 1e9 * NCCL_BUS_EFFICIENCY
-        ring = np.where(hybrid, shard_ring + 2 * trained * grad_bytes / g / r_link, ring_bytes / link)  # alpha part
-        ring_beta = np.where(hybrid, -2 * trained * grad_bytes / r_link, -ring_bytes / link)  # (D-1)/D: - bytes / D
+        ring = np.where(hybrid, shard_ring + allreduce_bytes / g / r_link, ring_bytes / link)  # alpha part
+        ring_beta = np.where(hybrid, -allreduce_bytes / r_link, -ring_bytes / link)  # (D-1)/D: - bytes / D
         gather = np.where(hybrid, shard_gather, gathers / link)
         comm_alpha = ring + (0.0 if gb else gather)
         comm_beta = ring_beta + (numerator * gather if gb else 0.0)
