@@ -59,18 +59,12 @@ def _get(c: Config, name: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
-def _int(c: Config, name: str, default: int | None = None) -> int:
+def _int(c: Config, name: str, default: int | None = None, minimum: int = 1) -> int:
+    """An integer field of at least `minimum` (positive by default; a count of 0 or more with minimum 0)."""
     value = _get(c, name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise PlannerInputError(f"field '{name}' must be a positive integer, got {value!r}")
-    return value
-
-
-def _count(c: Config, name: str) -> int:
-    """A non-negative integer field, 0 when absent."""
-    value = _get(c, name, 0)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise PlannerInputError(f"field '{name}' must be a non-negative integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise PlannerInputError(f"field '{name}' must be {what}, got {value!r}")
     return value
 
 
@@ -323,13 +317,13 @@ def _deepseek(c: Config) -> dict[str, Any]:
     if _bool(c, "attention_bias", False):
         raise PlannerInputError("attention_bias true is not modelled for multi-head latent attention")
     heads = _int(c, "num_attention_heads")
-    mla = Mla(q_lora_rank=0 if c.get("q_lora_rank") is None else _int(c, "q_lora_rank"), kv_lora_rank=_int(c, "kv_lora_rank"),
+    mla = Mla(q_lora_rank=_int(c, "q_lora_rank", 0, minimum=0), kv_lora_rank=_int(c, "kv_lora_rank"),
               qk_nope_head_dim=_int(c, "qk_nope_head_dim"), qk_rope_head_dim=_int(c, "qk_rope_head_dim"),
               v_head_dim=_int(c, "v_head_dim"))
     arch = _decoder({**c, "num_key_value_heads": heads, "head_dim": mla.qk_head_dim}, tied=False)
     moe = Moe(num_experts=_int(c, "n_routed_experts"), top_k=_int(c, "num_experts_per_tok"),
-              shared_experts=_count(c, "n_shared_experts"), expert_ffn_size=_int(c, "moe_intermediate_size"),
-              dense_layers=_count(c, "first_k_dense_replace"), router_bias=_get(c, "topk_method") == "noaux_tc")
+              shared_experts=_int(c, "n_shared_experts", 0, minimum=0), expert_ffn_size=_int(c, "moe_intermediate_size"),
+              dense_layers=_int(c, "first_k_dense_replace", 0, minimum=0), router_bias=_get(c, "topk_method") == "noaux_tc")
     return arch | {"attention_width": heads * mla.v_head_dim, "mla": mla, "moe": moe}
 
 
