@@ -69,7 +69,6 @@ N = the ranks sharding; tests/test_validation_dist_peak.py holds the status):
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import os
@@ -80,6 +79,8 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+
+from results_csv import write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -304,17 +305,12 @@ def main(argv: list[str]) -> int:
               f"measured {m['allocated'] / 2**20:7.1f} MiB (min {m['min_allocated'] / 2**20:7.1f}), predicted {predicted['allocated'] / 2**20:7.1f} MiB "
               f"({row['allocated_error_pct']:+.1f}%), peak in {m['phase']}, step start {m['step_start'] / 2**20:.1f} MiB "
               f"(python {m['python_state'] / 2**20:.1f})", flush=True)
-    output.parent.mkdir(exist_ok=True)
-    with output.open("w", newline="") as fh:
-        fh.write(f"# planner {__version__}, torch {torch.__version__}, transformers {transformers.__version__}, "
-                 f"CPU ({platform.machine()}, {os.cpu_count()} cores), gloo, one process per rank; rank 0's peak "
-                 f"allocated = profiler memory timeline of steps 2-3 of 3 (profile_memory=True), highest of "
-                 f"{args.repeats} runs; FSDP = FSDP2 fully_shard; "
-                 f"{date.today().isoformat()}; error = (predicted - measured) / measured; "
-                 f"{time.perf_counter() - began:.0f} s wall\n")
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_results(output, [(f"# planner {__version__}, torch {torch.__version__}, transformers {transformers.__version__}, "
+                           f"CPU ({platform.machine()}, {os.cpu_count()} cores), gloo, one process per rank; rank 0's peak "
+                           f"allocated = profiler memory timeline of steps 2-3 of 3 (profile_memory=True), highest of "
+                           f"{args.repeats} runs; FSDP = FSDP2 fully_shard; "
+                           f"{date.today().isoformat()}; error = (predicted - measured) / measured; "
+                           f"{time.perf_counter() - began:.0f} s wall")], rows)
     errors = [float(r["allocated_error_pct"]) for r in rows]
     print(f"{len(rows)} rows -> {output}; worst under-prediction {min(errors):+.1f}%, largest over-prediction "
           f"{max(errors):+.1f}%; {time.perf_counter() - began:.0f} s")

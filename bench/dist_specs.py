@@ -11,6 +11,7 @@ over a 2-D mesh, sharding within groups of `dp_shard` ranks) = 3 with
 from __future__ import annotations
 
 from peak_specs import ARCH_BY_NAME, Arch, spec
+from results_csv import refresh_predictions
 
 from planner.architecture import param_counts
 from planner.grid import KnobArrays
@@ -56,30 +57,16 @@ def predict_row(row: dict[str, str]) -> int:
 def refresh(path: str) -> int:
     """Recompute the predicted columns of bench/results/dist_peak.csv with the current planner, keeping the
     measurements (after a change to the memory model: `python bench/dist_specs.py bench/results/dist_peak.csv`)."""
-    import csv
-    from pathlib import Path
 
-    lines = Path(path).read_text().splitlines(keepends=True)
-    header = [line for line in lines if line.startswith("#")]
-    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
-    for row in rows:
+    def predicted(row: dict[str, str]) -> dict[str, int]:
         got = predicted_components(row)
-        measured = int(row["measured_allocated_bytes"])
-        row["predicted_allocated_bytes"] = str(got["allocated"])
-        row["allocated_error_pct"] = str(round(100 * (got["allocated"] - measured) / measured, 2))
-        for part in COMPONENTS:
-            row[f"predicted_{part}_bytes"] = str(got[part])
-    with Path(path).open("w", newline="") as fh:
-        fh.writelines(header)
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return len(rows)
+        return {"predicted_allocated_bytes": got["allocated"], **{f"predicted_{part}_bytes": got[part] for part in COMPONENTS}}
+
+    return refresh_predictions(path, predicted)
 
 
 if __name__ == "__main__":
     import sys
 
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     for name in sys.argv[1:]:
         print(f"{name}: {refresh(name)} rows refreshed")

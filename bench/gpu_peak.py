@@ -66,7 +66,6 @@ negative error is an under-prediction: the unsafe direction.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import itertools
 import platform
@@ -80,6 +79,7 @@ import torch
 import torch.utils._pytree as pytree
 import transformers
 from peak_specs import ARCHS, CPU_ARCHS, CPU_DEEP_ARCHS, SMOKE_ARCHS, Arch, predict
+from results_csv import write_results
 from torch.profiler import ProfilerActivity, profile, record_function
 from torch.profiler._memory_profiler import Action, Category, TensorKey
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -366,16 +366,11 @@ def main(argv: list[str]) -> int:
         print(f"{arch.name:11} {precision!s:10} {optimizer!s:12} {recompute!s:5} {attention:5} mb{mb} s{seq}: "
               f"allocated {allocated / 2**20:8.1f} MiB, predicted {pred_alloc / 2**20:8.1f} ({row['allocated_error_pct']}%)"
               + extra, flush=True)
-    output.parent.mkdir(exist_ok=True)
     where = (f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads); peak allocated = "
              "profiler memory timeline (profile_memory=True), tracked = TorchDispatchMode live storages"
              if cpu else f"{torch.cuda.get_device_name()}, {platform.machine()}")
-    with output.open("w", newline="") as fh:
-        fh.write(f"# planner {__version__}, torch {torch.__version__}, transformers {transformers.__version__}, "
-                 f"{where}, {date.today().isoformat()}; error = (predicted - measured) / measured\n")
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_results(output, [(f"# planner {__version__}, torch {torch.__version__}, transformers {transformers.__version__}, "
+                           f"{where}, {date.today().isoformat()}; error = (predicted - measured) / measured")], rows)
     errors = [r["allocated_error_pct"] for r in rows if r["allocated_error_pct"] != ""]
     print(f"{len(errors)} measured; worst under-prediction {min(errors):+.1f}%, largest over-prediction {max(errors):+.1f}%")
     return 0

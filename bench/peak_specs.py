@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from results_csv import refresh_predictions
+
 from planner.architecture import param_counts
 from planner.grid import KnobArrays
 from planner.memory import MemoryBreakdown, breakdown
@@ -102,28 +104,13 @@ def predict_row(row: dict[str, str], fragmentation_pct: int) -> tuple[int, int]:
 def refresh(path: str) -> int:
     """Recompute the predicted columns of a results CSV with the current planner, keeping the measurements
     (after a change to the memory model: `python bench/peak_specs.py bench/results/cpu_peak.csv`)."""
-    import csv
-    from pathlib import Path
-
-    lines = Path(path).read_text().splitlines(keepends=True)
-    header = [line for line in lines if line.startswith("#")]
-    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
     from planner.request import DEFAULT_FRAGMENTATION_PCT
 
-    for row in rows:
+    def predicted(row: dict[str, str]) -> dict[str, int]:
         allocated, reserved = predict_row(row, DEFAULT_FRAGMENTATION_PCT)
-        measured = int(row["measured_allocated_bytes"])
-        row["predicted_allocated_bytes"] = str(allocated)
-        if measured > 0:
-            row["allocated_error_pct"] = str(round(100 * (allocated - measured) / measured, 2))
-        if "predicted_reserved_bytes" in row:
-            row["predicted_reserved_bytes"] = str(reserved)
-    with Path(path).open("w", newline="") as fh:
-        fh.writelines(header)
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return len(rows)
+        return {"predicted_allocated_bytes": allocated, "predicted_reserved_bytes": reserved}
+
+    return refresh_predictions(path, predicted)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Needs torch and transformers, which the planner itself does not:
 
 from __future__ import annotations
 
-import csv
 import platform
 import sys
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 import transformers
 from blocks import BATCH, FFN_GATED, HEADS, HIDDEN, SEQ, predicted_bytes
+from results_csv import write_results
 from transformers import GPT2Config, LlamaConfig, Qwen2Config, Qwen3Config
 from transformers.models.gpt2.modeling_gpt2 import GPT2Block
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
@@ -113,13 +113,8 @@ def main() -> int:
                     "measured_bytes": measured, "predicted_bytes": model,
                     "error_pct": round(100 * (model - measured) / measured, 2),
                 })
-    RESULTS.parent.mkdir(exist_ok=True)
-    with RESULTS.open("w", newline="") as fh:
-        fh.write(f"# planner {__version__}, torch {torch.__version__}, transformers {transformers.__version__}, "
-                 f"{platform.machine()} CPU, {date.today().isoformat()}; error = (predicted - measured) / measured\n")
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_results(RESULTS, [(f"# planner {__version__}, torch {torch.__version__}, transformers {transformers.__version__}, "
+                            f"{platform.machine()} CPU, {date.today().isoformat()}; error = (predicted - measured) / measured")], rows)
     for r in rows:
         print(f"{r['block']:12} {r['dtype']:9} {r['attention']:6} measured {r['measured_bytes']:>11,} "
               f"predicted {r['predicted_bytes']:>11,}  {r['error_pct']:+6.2f}%")

@@ -17,7 +17,6 @@ oracle in the same run is the figure to compare across machines.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 import platform
@@ -30,6 +29,7 @@ from datetime import date
 from pathlib import Path
 
 import ortools
+from results_csv import write_results
 
 import planner
 from planner import oracle
@@ -170,11 +170,7 @@ def main() -> int:
     header = (f"# planner {planner.__version__}, ortools {ortools.__version__}, python {platform.python_version()}, "
               f"{platform.machine()} {os.cpu_count()} cores, {date.today().isoformat()}; "
               f"CLI end to end (plan --model 13b --gpus a100-40g:8, median of 5): {cli_s:.3f} s")
-    with (RESULTS / "solver_bench.csv").open("w", newline="") as fh:
-        fh.write(header + "\n")
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_results(RESULTS / "solver_bench.csv", [header], rows)
     print(header)
     single = [r["solver_s"] for r in rows if r["gpu_types"] == 1]
     catalog = [r["solver_s"] for r in rows if r["gpu_types"] >= 18]

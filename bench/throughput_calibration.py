@@ -26,7 +26,6 @@ the median |log error| of each, in-sample and leave-one-out.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import statistics
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from results_csv import write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "validation"))
@@ -264,13 +264,9 @@ def main(argv: list[str]) -> int:
             "error_pct": round(100 * (predicted / r.published_tokens_per_s_per_gpu - 1), 1),
             "loo_error_pct": "" if loo is None else round(loo, 1), "predicted_mfu_pct": round(100 * mfu, 1),
         })
-    RESULTS.parent.mkdir(exist_ok=True)
-    with RESULTS.open("w", newline="") as fh:
-        fh.write(f"# planner {__version__}, {date.today().isoformat()}; fitted: "
-                 + "; ".join(f"{g} matmul {e:.3f} fp8 {e8:.3f} ({n} + {n8} runs)" for g, (e, e8, n, n8) in sorted(fitted.items())) + "\n")
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_results(RESULTS, [f"# planner {__version__}, {date.today().isoformat()}; fitted: "
+                            + "; ".join(f"{g} matmul {e:.3f} fp8 {e8:.3f} ({n} + {n8} runs)"
+                                        for g, (e, e8, n, n8) in sorted(fitted.items()))], rows)
     if "--quiet" not in argv:
         for row in rows:
             print(f"{row['id']:42} {row['gpu']:9} {row['precision']:10} {row['gpus']:>6} fit={row['fit']!s:5} "

@@ -9,7 +9,6 @@ the current predictions, so a model change in the unsafe direction fails here.""
 
 from __future__ import annotations
 
-import csv
 import statistics
 import sys
 from pathlib import Path
@@ -19,8 +18,9 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 from peak_specs import predict_row
+from results_csv import read_rows
 
-ROWS = [r for r in csv.DictReader(line for line in (BENCH / "results" / "cpu_peak.csv").open() if not line.startswith("#"))]
+ROWS = read_rows(BENCH / "results" / "cpu_peak.csv")
 KNOBS = {"precision": {"bf16-mixed", "bf16", "fp32"}, "optimizer": {"adamw", "sgd-momentum", "adafactor"},
          "recompute": {"none", "full"}, "attention": {"sdpa", "eager"}}
 

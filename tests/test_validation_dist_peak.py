@@ -9,7 +9,6 @@ model change in the unsafe direction fails here."""
 
 from __future__ import annotations
 
-import csv
 import statistics
 import sys
 from pathlib import Path
@@ -19,8 +18,9 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 from dist_specs import COMPONENTS, ZERO_STAGE, predicted_components
+from results_csv import read_rows
 
-ROWS = [r for r in csv.DictReader(line for line in (BENCH / "results" / "dist_peak.csv").open() if not line.startswith("#"))]
+ROWS = read_rows(BENCH / "results" / "dist_peak.csv")
 
 # The honest status as recorded (llama-deep, 24.65 M parameters: 4P fp32 = 94.0 MiB; N = ranks sharding;
 # analysis in bench/dist_peak.py's module docstring). FSDP2 peaks vary between runs; the CSV keeps the highest of

@@ -4,7 +4,6 @@ bench/results/saved_tensors.csv), against the current activation model."""
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -13,8 +12,9 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 from blocks import predicted_bytes
+from results_csv import read_rows
 
-ROWS = [r for r in csv.DictReader(line for line in (BENCH / "results" / "saved_tensors.csv").open() if not line.startswith("#"))]
+ROWS = read_rows(BENCH / "results" / "saved_tensors.csv")
 
 
 def test_measurements_cover_llama_qwen_gpt2_in_two_dtypes_and_kernels() -> None:

@@ -20,7 +20,6 @@ such as optimizer-in-backward).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import statistics
 import sys
@@ -378,12 +377,13 @@ def step_measurements() -> list[tuple[str, list[float]]]:
     sys.path.insert(0, str(ROOT / "bench"))
     import dist_specs
     import peak_specs
+    import results_csv
 
     out = []
     for path in STEP_RESULTS:
         if not path.exists():
             continue
-        rows = list(csv.DictReader(line for line in path.open() if not line.startswith("#")))
+        rows = results_csv.read_rows(path)
         measured = [r for r in rows if int(r["measured_allocated_bytes"]) > 0]
         predict = dist_specs.predict_row if path.name == "dist_peak.csv" else (lambda r: peak_specs.predict_row(r, 0)[0])
         errors = [100 * (predict(r) / int(r["measured_allocated_bytes"]) - 1) for r in measured]
