@@ -21,10 +21,11 @@ import numpy as np
 
 from planner.architecture import ParamCounts, adapter_params_per_block, block_params_per_ep_rank, linear_shapes
 from planner.grid import IntArray, KnobArrays, ceil_div
-from planner.specs import OFFLOADS, PRECISIONS, Accounting, Mode, Model, Offload, Precision, Workload
+from planner.serving import BITS_X16384
+from planner.specs import OFFLOADS, PRECISIONS, Accounting, Mode, Model, Offload, Precision, WeightFormat, Workload
 from planner.states import FP32, Stage, States, optimizer_state_bytes, params_on_gpu, stage_layers
 
-NF4_BITS_X16384 = 4 * 16384 + 8 * 256 + 32  # bits per 16384 weights: NF4 + 8-bit absmax per 64 + one fp32 per 256 absmax
+NF4_BITS_X16384 = BITS_X16384[WeightFormat.NF4_DQ]  # the served nf4-dq layout: 4.127 bits per weight
 _FP32_PRECISION = PRECISIONS.index(Precision.FP32)
 _MIXED = np.array([int(p.value.endswith("-mixed")) for p in PRECISIONS], dtype=np.int64)
 _ON_GPU = OFFLOADS.index(Offload.NONE)

@@ -135,7 +135,8 @@ OPTIMIZER_PREFERENCE = _order(
     (Optimizer.ADAMW, Optimizer.ADAMW_8BIT, Optimizer.LION, Optimizer.ADAFACTOR, Optimizer.SGD_MOMENTUM, Optimizer.SGD), OPTIMIZERS
 )
 FORMAT_PREFERENCE = _order(
-    (WeightFormat.BF16, WeightFormat.FP16, WeightFormat.FP8, WeightFormat.INT8, WeightFormat.INT4, WeightFormat.FP32), WEIGHT_FORMATS
+    (WeightFormat.BF16, WeightFormat.FP16, WeightFormat.FP8, WeightFormat.INT8, WeightFormat.LLM_INT8, WeightFormat.INT4,
+     WeightFormat.NF4_DQ, WeightFormat.NF4, WeightFormat.FP4_DQ, WeightFormat.FP4, WeightFormat.FP32), WEIGHT_FORMATS
 )
 
 

@@ -39,7 +39,7 @@ def plan_command(
     maximize: Annotated[str | None, typer.Option(help="serving: the largest context or batch the inventory holds (context|batch)")] = None,
     lora_rank: Annotated[int, typer.Option(help="adapter rank for lora/qlora")] = 16,
     lora_targets: Annotated[str, typer.Option(help="adapted layers for lora/qlora: attn, mlp or all")] = "all",
-    weight_format: Annotated[str | None, typer.Option(help=f"serving: bf16, fp16, fp8, int8, int4, fp32; {KNOB_HELP}")] = None,
+    weight_format: Annotated[str | None, typer.Option(help=f"serving: bf16, fp16, fp8, int8, int4 (GPTQ/AWQ), nf4, nf4-dq, fp4, fp4-dq, llm-int8 (bitsandbytes), fp32; {KNOB_HELP}")] = None,
     kv_dtype: Annotated[str | None, typer.Option(help=f"serving: KV-cache bf16, fp16 or fp8; {KNOB_HELP}")] = None,
     global_batch: Annotated[str | None, typer.Option(help="sequences per optimizer step (1024), or tokens (4M-tokens) [default: not constrained; for a run: 4M tokens]")] = None,
     precision: Annotated[str | None, typer.Option(help=f"fp32, fp16, bf16, fp16-mixed, bf16-mixed, fp8-mixed; {KNOB_HELP} (mixed formats the GPU supports)")] = None,

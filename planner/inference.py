@@ -11,6 +11,11 @@ WEIGHT_FORMAT_BITS: dict[WeightFormat, int] = {
     WeightFormat.FP8: 8,
     WeightFormat.INT8: 8,
     WeightFormat.INT4: 4,
+    WeightFormat.NF4: 4,
+    WeightFormat.NF4_DQ: 4,
+    WeightFormat.FP4: 4,
+    WeightFormat.FP4_DQ: 4,
+    WeightFormat.LLM_INT8: 8,
 }
 
 

@@ -42,6 +42,11 @@ _FORMAT_COST = {
     WeightFormat.FP8: "fp8 weights and matmuls: small accuracy loss, check your evaluations",
     WeightFormat.INT8: "8-bit integer weights (GPTQ/AWQ style): small accuracy loss",
     WeightFormat.INT4: "4-bit integer weights (GPTQ/AWQ style): measurable accuracy loss, check your evaluations",
+    WeightFormat.NF4: "bitsandbytes 4-bit NormalFloat weights: measurable accuracy loss, slower dequantizing kernels",
+    WeightFormat.NF4_DQ: "bitsandbytes 4-bit NormalFloat weights, double-quantized scales: measurable accuracy loss, slower kernels",
+    WeightFormat.FP4: "bitsandbytes 4-bit float weights: more accuracy loss than nf4, slower dequantizing kernels",
+    WeightFormat.FP4_DQ: "bitsandbytes 4-bit float weights, double-quantized scales: more accuracy loss than nf4, slower kernels",
+    WeightFormat.LLM_INT8: "bitsandbytes LLM.int8() weights: small accuracy loss, outlier decomposition slows each matmul",
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from planner.architecture import ParamCounts
+from planner.architecture import ParamCounts, linear_shapes
 from planner.grid import IntArray, KnobArrays, ceil_div
 from planner.inference import WEIGHT_FORMAT_BITS
 from planner.specs import KV_FORMATS, WEIGHT_FORMATS, Accounting, KvFormat, Model, WeightFormat, Workload
@@ -20,34 +20,55 @@ def _table(values: dict, order: tuple) -> IntArray:
     return np.array([values[v] for v in order], dtype=np.int64)
 
 
-# Bits per stored weight of the quantized linear layers, scales included, x 128 (one group):
-# 16-bit and fp8 carry no per-group data; int8 and int4 as GPTQ/AWQ store an fp16 scale per group of
-# 128 weights, int4 also a packed 4-bit zero point (AutoGPTQ / AutoAWQ layouts, group_size 128).
-GROUP = 128
-BITS_PER_GROUP = _table(
-    {
-        WeightFormat.FP32: 32 * GROUP,
-        WeightFormat.FP16: 16 * GROUP,
-        WeightFormat.BF16: 16 * GROUP,
-        WeightFormat.FP8: 8 * GROUP,
-        WeightFormat.INT8: 8 * GROUP + 16,
-        WeightFormat.INT4: 4 * GROUP + 16 + 4,
-    },
-    WEIGHT_FORMATS,
-)
+# Bits per stored weight of the quantized linear layers, scales included, x BLOCK_WEIGHTS (16,384
+# weights: a whole number of GPTQ groups and of bitsandbytes' second-level absmax blocks):
+# - 16-bit and fp8 carry no per-group data;
+# - int8 and int4 as GPTQ/AWQ store an fp16 scale per group of 128 weights, int4 also a packed 4-bit
+#   zero point (AutoGPTQ / AutoAWQ layouts, group_size 128);
+# - nf4/fp4 (bitsandbytes `quantize_4bit`, blocksize 64): two 4-bit codes per byte and an fp32 absmax
+#   per 64 weights, 4.5 bits; -dq (`compress_statistics`, QLoRA's double quantization, Dettmers et al.
+#   2023 Sec. 3): the absmax values 8-bit blockwise-quantized in blocks of 256 with one fp32 constant
+#   each, 4 + 8/64 + 32/16384 = 4.127 bits;
+# - llm-int8 (bitsandbytes `Int8Params`, LLM.int8(), Dettmers et al. 2022 Sec. 3.2): one byte per
+#   weight; its fp32 scale per output row is per row, not per weight (`llm_int8_row_scale_bytes`).
+# The 16-bit codebooks and quant-state scalars (under 2 KB per layer) are left out.
+BLOCK_WEIGHTS = 16384
+GROUP = 128  # GPTQ/AWQ group size
+BNB_BLOCK = 64  # bitsandbytes 4-bit blocksize
+BNB_DQ_BLOCK = 256  # absmax values per fp32 constant under double quantization
+_BNB4 = 4 * BLOCK_WEIGHTS + 32 * (BLOCK_WEIGHTS // BNB_BLOCK)
+_BNB4_DQ = 4 * BLOCK_WEIGHTS + 8 * (BLOCK_WEIGHTS // BNB_BLOCK) + 32 * (BLOCK_WEIGHTS // (BNB_BLOCK * BNB_DQ_BLOCK))
+BITS_X16384: dict[WeightFormat, int] = {
+    WeightFormat.FP32: 32 * BLOCK_WEIGHTS,
+    WeightFormat.FP16: 16 * BLOCK_WEIGHTS,
+    WeightFormat.BF16: 16 * BLOCK_WEIGHTS,
+    WeightFormat.FP8: 8 * BLOCK_WEIGHTS,
+    WeightFormat.INT8: (8 * GROUP + 16) * (BLOCK_WEIGHTS // GROUP),
+    WeightFormat.INT4: (4 * GROUP + 16 + 4) * (BLOCK_WEIGHTS // GROUP),
+    WeightFormat.NF4: _BNB4,
+    WeightFormat.NF4_DQ: _BNB4_DQ,
+    WeightFormat.FP4: _BNB4,
+    WeightFormat.FP4_DQ: _BNB4_DQ,
+    WeightFormat.LLM_INT8: 8 * BLOCK_WEIGHTS,
+}
+_BITS = _table(BITS_X16384, WEIGHT_FORMATS)
 SEED_BITS = _table(WEIGHT_FORMAT_BITS, WEIGHT_FORMATS)  # the seeds: every parameter at the format's width
 KV_BYTES = _table({KvFormat.BF16: 2, KvFormat.FP16: 2, KvFormat.FP8: 1}, KV_FORMATS)
 _FP32 = WEIGHT_FORMATS.index(WeightFormat.FP32)
+_LLM_INT8 = WEIGHT_FORMATS.index(WeightFormat.LLM_INT8)
 PREFILL_CHUNK_TOKENS = 8192  # vLLM's chunked-prefill budget (max_num_batched_tokens) in recent releases
 LOGIT_BYTES = 4  # the sampler works on fp32 logits
 
 
 def serving_weights_bytes(counts: ParamCounts, model: Model, k: KnobArrays, accounting: Accounting, stage: Stage) -> IntArray:
     """Weights one GPU holds: the stage's transformer blocks split by TP,
-    their linear layers in the chosen format; embeddings, LM head, norms and
-    biases stay 16-bit (fp32 when serving fp32), as GPTQ/AWQ checkpoints and
-    vLLM keep them. Seed accounting: every parameter at the format's width,
-    nothing else (seeds 000/001: 7B fp16 14 GB, int4 3.5 GB)."""
+    their linear layers in the chosen format (`BITS_X16384`, plus LLM.int8()'s
+    row scales); embeddings, LM head, norms and biases stay 16-bit (fp32 when
+    serving fp32), as GPTQ/AWQ checkpoints and vLLM keep them and as
+    bitsandbytes quantizes only the decoder's nn.Linear layers (transformers
+    keeps lm_head out, `llm_int8_skip_modules`). Seed accounting: every
+    parameter at the format's width, nothing else (seeds 000/001: 7B fp16
+    14 GB, int4 3.5 GB)."""
     whole = k.pp == 1
     layers = stage_layers(model, k)
     ends_sharded = counts.embedding_sharded + counts.head_sharded
@@ -61,9 +82,21 @@ def serving_weights_bytes(counts: ParamCounts, model: Model, k: KnobArrays, acco
     if accounting is Accounting.SEED:
         every = ceil_div(block_matrices + rest_sharded, k.tp) + rest_replicated
         return ceil_div(every * SEED_BITS[k.weight_format], 8)
-    quantized = ceil_div(ceil_div(block_matrices, k.tp) * BITS_PER_GROUP[k.weight_format], 8 * GROUP)
+    quantized = ceil_div(ceil_div(block_matrices, k.tp) * _BITS[k.weight_format], 8 * BLOCK_WEIGHTS)
+    scales = np.where(k.weight_format == _LLM_INT8, llm_int8_row_scale_bytes(model, layers, k.tp), 0)
     rest_bytes = np.where(k.weight_format == _FP32, 4, 2)
-    return quantized + (ceil_div(rest_sharded, k.tp) + rest_replicated) * rest_bytes
+    return quantized + scales + (ceil_div(rest_sharded, k.tp) + rest_replicated) * rest_bytes
+
+
+def llm_int8_row_scale_bytes(model: Model, layers: npt.ArrayLike, tp: npt.ArrayLike) -> IntArray:
+    """LLM.int8()'s fp32 scale per output row of every quantized linear layer (bitsandbytes
+    `Int8Params.SCB`, the row statistics `int8_mm_dequant` takes in fp32; Dettmers et al. 2022
+    Sec. 3.2, vector-wise quantization), counted over `layers` largest blocks (every expert of an
+    MoE block) and split by TP. Row-parallel layers keep every row on each rank; counting them
+    split leaves out at most 2 x hidden x 4 bytes per layer. The fp16 outlier columns of the
+    mixed-precision decomposition are dequantized per forward (a workspace, not stored)."""
+    rows = sum(out * n for _, _, out, n in linear_shapes(model))
+    return 4 * ceil_div(np.asarray(layers, dtype=np.int64) * rows, tp)
 
 
 def kv_cache_bytes(model: Model, workload: Workload, k: KnobArrays) -> IntArray:

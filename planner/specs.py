@@ -137,7 +137,10 @@ class LoraTargets(StrEnum):
 
 
 class WeightFormat(StrEnum):
-    """How served weights are stored. int8/int4 as GPTQ/AWQ-style integer weights with fp16 group scales."""
+    """How served weights are stored. int8/int4 as GPTQ/AWQ-style integer weights with fp16 group
+    scales. The bitsandbytes formats: nf4/fp4 4-bit blockwise with an fp32 absmax per 64 weights,
+    -dq with that absmax double-quantized (QLoRA, Dettmers et al. 2023); llm-int8 int8 weights with
+    an fp32 scale per output row (LLM.int8(), Dettmers et al. 2022). Bytes in `planner.serving`."""
 
     FP32 = "fp32"
     FP16 = "fp16"
@@ -145,6 +148,11 @@ class WeightFormat(StrEnum):
     FP8 = "fp8"
     INT8 = "int8"
     INT4 = "int4"
+    NF4 = "nf4"
+    NF4_DQ = "nf4-dq"
+    FP4 = "fp4"
+    FP4_DQ = "fp4-dq"
+    LLM_INT8 = "llm-int8"
 
 
 class KvFormat(StrEnum):
