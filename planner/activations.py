@@ -108,7 +108,7 @@ def norm_bytes_per_element(model: Model, workload: Workload, k: KnobArrays) -> I
     RMSNorm's input and normalized tensor. Per-token statistics (fp32
     mean/rstd) come on top, see `_norm_stats_bytes`.
     """
-    rms = not workload.framework.fused_kernels and model.norm is Norm.RMSNORM
+    rms = not workload.fused_kernels and model.norm is Norm.RMSNORM
     return np.where(autocast_residual(workload, k), 2 * FP32 if rms else FP32, _norm_saves(rms, ACT_BYTES[k.precision]))
 
 
@@ -145,7 +145,7 @@ def attention_core_bytes(model: Model, workload: Workload, k: KnobArrays) -> Int
     act = ACT_BYTES[k.precision]
     tokens = local_tokens(workload, k)
     if workload.attention is AttentionKernel.EAGER:
-        probs = act if workload.framework.fused_kernels else 4 + np.where(act < 4, act, 0)
+        probs = act if workload.fused_kernels else 4 + np.where(act < 4, act, 0)
         mask = 1 if model.dropout else 0
         core = tokens * workload.seq_len * model.num_heads * (probs + mask * (1 + act))
     else:
@@ -153,18 +153,19 @@ def attention_core_bytes(model: Model, workload: Workload, k: KnobArrays) -> Int
     return ceil_div(core, k.tp)
 
 
-def mlp_saved_tensors(model: Model, framework: Framework) -> int:
+def mlp_saved_tensors(model: Model, fused_kernels: bool) -> int:
     """Tensors of FFN width one token leaves saved in the MLP.
 
     GeLU/ReLU: activation input and output (Korthikanti), or 5 for GPT-2's
     tanh GeLU written in Python (HF `gelu_new`: fc output, three
     intermediates, projection input). Gated (SwiGLU/GeGLU): gate, up,
     act(gate) and product in PyTorch; 3 with Megatron's fused kernel
-    (gate and up in one tensor, product).
+    (gate and up in one tensor, product) or under torch.compile (Inductor
+    saves the matmul outputs and recomputes the pointwise ops).
     """
     if model.ffn_matrices == 3:
-        return 3 if framework.fused_kernels else 4
-    if not framework.fused_kernels and model.ffn_activation == "gelu-tanh":
+        return 3 if fused_kernels else 4
+    if not fused_kernels and model.ffn_activation == "gelu-tanh":
         return 5
     return 2
 
@@ -215,10 +216,10 @@ def layer_activation_bytes(model: Model, workload: Workload, k: KnobArrays) -> I
         norms_in_latents = (model.mla.q_lora_rank > 0) + 1
         outside = outside + tokens * (latents * (norm_elem + act) + model.mla.qk_rope_head_dim * act
                                       + norms_in_latents * _norm_stats_bytes(model))
-    mlp = mlp_saved_tensors(model, workload.framework) * _mlp_width(model)
+    mlp = mlp_saved_tensors(model, workload.fused_kernels) * _mlp_width(model)
     inside = tokens * act * (attention_saved_width(model, workload) + mlp)
     if model.qk_norm:  # a per-head norm over q and k (in the TP region): what a norm saves, plus per-head statistics
-        q_norm_elem = _norm_saves(not workload.framework.fused_kernels, act)  # an RMSNorm over 16-bit q and k
+        q_norm_elem = _norm_saves(not workload.fused_kernels, act)  # an RMSNorm over 16-bit q and k
         inside = inside + tokens * ((model.attention_width + model.kv_width) * q_norm_elem
                                     + (model.num_heads + model.num_kv_heads) * _norm_stats_bytes(model))
     ring = np.where(k.cp > 1, tokens * act * 2 * model.kv_width, 0)
@@ -323,23 +324,41 @@ def activation_bytes(model: Model, workload: Workload, k: KnobArrays, stage: Sta
 
 def logits_bytes(model: Model, workload: Workload, k: KnobArrays, stage: Stage = Stage.LAST) -> IntArray:
     """Logits of one micro-batch at their peak, in the loss's backward, on the
-    last stage (s*b*V/t each; vocab-parallel under TP, Megatron-LM Sec. 3).
+    last stage (s*b*V/t each; vocab-parallel under TP, Megatron-LM Sec. 3), by
+    the stack's cross-entropy (`LossKernel`):
 
-    Eager PyTorch (HF `ForCausalLMLoss`): the LM head output in the working
-    dtype, the fp32 log-probabilities cross-entropy saves, and two fp32
-    gradients (of the log-probabilities and of the fp32 logits) while the
-    backward runs. Megatron's fused vocab-parallel cross-entropy: the output,
-    its fp32 softmax and one fp32 gradient. Chunked loss (torchtune): every
-    chunk's output in the working dtype stays until its backward; the fp32
-    tensors and the output's gradient exist for one of LOSS_CHUNKS chunks at a
-    time. Not in the seeds' accounting.
+    - FULL, eager PyTorch (HF `ForCausalLMLoss`, torchtitan without compile):
+      the LM head output in the working dtype, the fp32 log-probabilities
+      cross-entropy saves, and two fp32 gradients (of the log-probabilities and
+      of the fp32 logits) while the backward runs;
+    - FUSED (Megatron's vocab-parallel cross-entropy, flash-attn's or a
+      compiled loss): one fp32 tensor (Megatron computes the softmax in place in
+      its fp32 copy and writes the gradient into it) and the 16-bit output and
+      its 16-bit gradient;
+    - CHUNKED (torchtune): every chunk's output in the working dtype stays
+      until its backward; the fp32 tensors and the output's gradient exist
+      for one of LOSS_CHUNKS chunks at a time;
+    - FUSED_LINEAR (Liger FusedLinearCrossEntropy): the head and loss run over
+      chunks of 2^ceil(log2(ceil(tokens / ceil(V/h)))) tokens, each chunk's
+      fp32 logits and gradient at a time; the hidden states' gradient is
+      computed in forward and kept (the head's weight gradient, also computed
+      in forward, is the gradient the model states already count).
+    Not in the seeds' accounting.
     """
     if workload.accounting is Accounting.SEED:
         return np.zeros_like(k.tp)
-    fp32_tensors = 2 if workload.framework.fused_kernels else 3
-    elements = local_tokens(workload, k) * ceil_div(model.vocab_size, k.tp)
+    act = ACT_BYTES[k.precision]
+    tokens = local_tokens(workload, k)
+    vocab = ceil_div(model.vocab_size, k.tp)
+    elements = tokens * vocab
     if workload.loss is LossKernel.CHUNKED:
-        logits = elements * ACT_BYTES[k.precision] + ceil_div(elements * (ACT_BYTES[k.precision] + 3 * FP32), LOSS_CHUNKS)
+        logits = elements * act + ceil_div(elements * (act + 3 * FP32), LOSS_CHUNKS)
+    elif workload.loss is LossKernel.FUSED:
+        logits = elements * (2 * act + FP32)
+    elif workload.loss is LossKernel.FUSED_LINEAR:
+        ratio = -(-model.vocab_size // model.hidden_size)
+        chunk = np.minimum(tokens, 2 ** np.ceil(np.log2(np.maximum(ceil_div(tokens, ratio), 1))).astype(np.int64))
+        logits = chunk * vocab * 2 * FP32 + tokens * model.hidden_size * act
     else:
-        logits = elements * (ACT_BYTES[k.precision] + fp32_tensors * FP32)
+        logits = elements * (act + 3 * FP32)
     return np.where((k.pp == 1) | (stage is Stage.LAST), logits, 0)

@@ -30,8 +30,9 @@ def plan(
     Options are those of `planner.request.build_request`: seq_len,
     global_batch, precision, optimizer, recompute, tp, dp, zero, micro_batch
     (each a value, a list, 'any' or None to search), objective ('gpus' or
-    'cost'), top, accounting ('full' or 'seed'), loss ('full' or 'chunked'), attention ('flash' or
-    'eager'), framework, diverse, overhead_gib, fragmentation_pct,
+    'cost'), top, accounting ('full' or 'seed'), loss ('full', 'fused', 'chunked', 'fused-linear';
+    default the stack's), attention ('flash' or 'eager'), framework (a training-stack profile,
+    planner.profiles), compile, diverse, margin ('2GiB' or '5%'), overhead_gib, fragmentation_pct,
     time_limit_s; tokens ('2T'), budget ('1.5M' USD), deadline ('30d');
     buy=True to choose GPU types and counts from the catalog (gpus then
     lists allowed types with optional caps, 'h100-80g:<=512');
@@ -57,10 +58,13 @@ def evaluate_config(model: str | Model, gpus: str, **knobs: Any) -> PlanRow:
 
     `knobs` must pin precision, optimizer, recompute, zero, tp, dp and
     micro_batch to single values (plus any other `plan` option); dp_shard
-    (HSDP shard group, fsdp only) defaults to 'all'.
+    (HSDP shard group, fsdp only) defaults to 'all', the global batch to one
+    micro-batch per DP rank (no accumulation).
     """
     if knobs.get("mode") != "infer":
         knobs.setdefault("dp_shard", "all")  # shard over all of DP unless HSDP is asked for (a no-op outside fsdp)
+        if knobs.get("global_batch") is None and str(knobs.get("micro_batch", "")).isdigit() and str(knobs.get("dp", "")).isdigit():
+            knobs["global_batch"] = int(knobs["micro_batch"]) * int(knobs["dp"])  # not the planner's default batch
     request = build_request(model, gpus, **knobs)
     space = build_space(request)
     if len(space.grid) != 1:

@@ -16,15 +16,17 @@ from planner.adapters import adapter_states
 from planner.architecture import ParamCounts
 from planner.grid import IntArray, KnobArrays, ceil_div
 from planner.inference import seed_inference_total_bytes
+from planner.profiles import profile_of
 from planner.serving import kv_cache_bytes, sampler_logits_bytes, serving_weights_bytes, workspace_bytes
-from planner.specs import Accounting, Mode, Model, Workload
+from planner.specs import Accounting, Margins, Mode, Model, Workload
 from planner.states import Stage, model_states
 
 
 @dataclass(frozen=True)
 class MemoryBreakdown:
     """Per-GPU bytes by component; `total` is what must fit in usable memory.
-    `cpu` is what offload keeps in host memory for this GPU (not in `total`)."""
+    `cpu` is what offload keeps in host memory for this GPU and `cached` the
+    allocator's releasable cache at the peak (neither in `total`)."""
 
     weights: IntArray  # adapter runs: frozen base + adapters
     gradients: IntArray
@@ -36,6 +38,7 @@ class MemoryBreakdown:
     fragmentation: IntArray
     overhead: IntArray
     cpu: IntArray
+    cached: IntArray  # cached blocks the allocator releases and retries before failing (not in `total`)
 
     @property
     def allocated(self) -> IntArray:
@@ -46,17 +49,25 @@ class MemoryBreakdown:
 
     @property
     def reserved(self) -> IntArray:
-        """Peak of the caching allocator's pool (torch.cuda.max_memory_reserved): allocated plus slack."""
-        return self.allocated + self.fragmentation
+        """Typical peak of the caching allocator's pool (torch.cuda.max_memory_reserved): allocated,
+        the slack it cannot hand out, and the cache it keeps while memory is plentiful."""
+        return self.allocated + self.fragmentation + self.cached
+
+    @property
+    def device_used(self) -> IntArray:
+        """What nvidia-smi shows for the process at the peak: the reserved pool and memory outside it."""
+        return self.reserved + self.overhead
 
     @property
     def total(self) -> IntArray:
-        """What the GPU must hold: reserved plus memory outside the allocator."""
-        return self.reserved + self.overhead
+        """What the GPU must hold: allocated, the slack the allocator cannot hand out, and memory
+        outside the allocator. Cached blocks are not counted: the allocator frees them and retries
+        before it reports out of memory."""
+        return self.allocated + self.fragmentation + self.overhead
 
     def components(self) -> dict[str, IntArray]:
-        """The GPU components, which sum to `total` (cpu excluded)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "cpu"}
+        """The GPU components, which sum to `total` (cpu and cached excluded)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("cpu", "cached")}
 
     def select(self, mask: IntArray, other: MemoryBreakdown) -> MemoryBreakdown:
         """Rows of `self` where mask, else of `other`."""
@@ -69,7 +80,7 @@ def _serving(model: Model, counts: ParamCounts, workload: Workload, k: KnobArray
     weights = serving_weights_bytes(counts, model, k, workload.accounting, stage)
     if workload.accounting is Accounting.SEED:
         rest = seed_inference_total_bytes(weights) - weights
-        return MemoryBreakdown(weights, zero, zero, rest, zero, zero, zero, zero, zero, zero)
+        return MemoryBreakdown(weights, zero, zero, rest, zero, zero, zero, zero, zero, zero, zero)
     last = (k.pp == 1) | (stage is Stage.LAST)
     return MemoryBreakdown(
         weights=weights,
@@ -82,6 +93,7 @@ def _serving(model: Model, counts: ParamCounts, workload: Workload, k: KnobArray
         fragmentation=zero,
         overhead=zero,
         cpu=zero,
+        cached=zero,
     )
 
 
@@ -89,7 +101,8 @@ def _training(model: Model, counts: ParamCounts, workload: Workload, k: KnobArra
     if workload.mode.adapters:
         states = adapter_states(counts, model, workload, k, stage)
     else:
-        states = model_states(counts, model, k, workload.framework, workload.accounting, stage)
+        main_grads = profile_of(workload.profile, workload.framework).fp32_main_grads
+        states = model_states(counts, model, k, workload.framework, workload.accounting, stage, main_grads)
     zero = np.zeros_like(k.tp)
     return MemoryBreakdown(
         weights=states.weights,
@@ -102,6 +115,7 @@ def _training(model: Model, counts: ParamCounts, workload: Workload, k: KnobArra
         fragmentation=zero,
         overhead=zero,
         cpu=states.cpu,
+        cached=zero,
     )
 
 
@@ -114,10 +128,17 @@ def _stage(model: Model, counts: ParamCounts, workload: Workload, k: KnobArrays,
     return MemoryBreakdown(
         **{
             **{f.name: getattr(b, f.name) for f in fields(b)},
-            "fragmentation": ceil_div(b.allocated * m.fragmentation_pct, 100),
-            "overhead": np.full_like(k.tp, m.overhead_bytes),
+            "fragmentation": ceil_div(b.allocated * round(m.fragmentation_pct * 100), 10_000),
+            "cached": ceil_div(b.allocated * round(m.cached_pct * 100), 10_000),
+            "overhead": _overhead_bytes(m, k),
         }
     )
+
+
+def _overhead_bytes(m: Margins, k: KnobArrays) -> IntArray:
+    """Memory outside the allocator per GPU: the single-GPU figure for one-GPU jobs (no NCCL communicators)."""
+    single = m.overhead_bytes if m.single_gpu_overhead_bytes is None else m.single_gpu_overhead_bytes
+    return np.where(k.tp * k.pp * k.cp * k.dp == 1, single, m.overhead_bytes).astype(np.int64)
 
 
 def breakdown(model: Model, counts: ParamCounts, workload: Workload, k: KnobArrays) -> MemoryBreakdown:
@@ -128,9 +149,10 @@ def breakdown(model: Model, counts: ParamCounts, workload: Workload, k: KnobArra
     flight, the last the LM head and logits; the larger of the two is
     reported), ZeRO/FSDP buffers. Fused optimizers (no per-step temporaries)
     are assumed. Fragmentation is the allocator's reserved-but-unallocated
-    slack as a share of the allocated peak; overhead is memory outside the
-    allocator (CUDA context, cuBLAS and NCCL workspaces). Seed accounting has
-    neither.
+    slack it cannot hand out, as a share of the allocated peak; overhead is
+    memory outside the allocator (CUDA context, cuBLAS and NCCL workspaces);
+    both come from the stack's profile (`planner.profiles`). Seed accounting
+    has neither.
     """
     first = _stage(model, counts, workload, k, Stage.FIRST)
     if not (k.pp > 1).any():

@@ -13,17 +13,18 @@ from enum import StrEnum
 from typing import TypeVar
 
 from planner.architecture import param_counts
+from planner.batch import default_pretrain_batch
 from planner.catalog import Catalog, load_catalog
 from planner.errors import PlannerInputError, unknown_name
 from planner.hf_cache import resolve_model_path
 from planner.hf_config import read_config
+from planner.profiles import DEFAULT_PROFILE, PROFILES, resolve_profile, stack_loss
 from planner.specs import (
     DP_SHARD_WORDS,
     ZERO_STAGES,
     Accounting,
     AttentionKernel,
     Diversity,
-    Framework,
     GpuStock,
     Job,
     KvFormat,
@@ -45,16 +46,15 @@ from planner.specs import (
 from planner.units import parse_count, parse_duration, parse_usd
 
 GIB_BYTES = 2**30
-# Outside the allocator on every GPU: CUDA context and loaded kernels (0.47-1.78
-# GiB observed, stas00/ml-engineering), cuBLAS workspaces, NCCL buffers.
-DEFAULT_OVERHEAD_GIB = 1.5
-# Caching-allocator slack between reserved and allocated memory.
-DEFAULT_FRAGMENTATION_PCT = 10
+# The default profile's margins (planner.profiles: fitted on out-of-memory reports).
+DEFAULT_OVERHEAD_GIB = PROFILES[DEFAULT_PROFILE].margins.overhead_bytes / GIB_BYTES
+DEFAULT_FRAGMENTATION_PCT = PROFILES[DEFAULT_PROFILE].margins.fragmentation_pct
 DEFAULT_TOP = 5
 DEFAULT_LORA_RANK = 16
-DEFAULT_FINETUNE_GLOBAL_BATCH = 16  # fine-tuning defaults to a small global batch (sequences per step)
+# Sequences per step when none is given: Llama 2-Chat's supervised fine-tuning (Touvron et al. 2023,
+# Sec. 3.1: 64); QLoRA's Guanaco runs (Dettmers et al. 2023, App. B.2: 16). Pretraining: planner.batch.
+DEFAULT_FINETUNE_GLOBAL_BATCH = {Mode.FINETUNE: 64, Mode.LORA: 16, Mode.QLORA: 16}
 DEFAULT_TIME_LIMIT_S = 10.0
-DEFAULT_TOKENS_PER_STEP = 4 * 2**20  # a job's global batch when none is given: 4M tokens (Llama 2 and 3 pretraining)
 CHINCHILLA_TOKENS_PER_PARAM = 20  # compute-optimal pretraining (Hoffmann et al. 2022): the default token count
 MAX_GPUS_PER_TYPE = 1_000_000
 BUY_CAP_GPUS = 16_384  # procurement: the most GPUs of one type considered unless capped
@@ -240,10 +240,12 @@ def build_request(
     diverse: str | None = None,
     accounting: str = "full",
     attention: str = "flash",
-    loss: str = "full",
-    framework: str = "deepspeed",
-    overhead_gib: float = DEFAULT_OVERHEAD_GIB,
-    fragmentation_pct: int = DEFAULT_FRAGMENTATION_PCT,
+    loss: str | None = None,
+    framework: str = DEFAULT_PROFILE,
+    compile: bool = False,
+    margin: str | None = None,
+    overhead_gib: float | None = None,
+    fragmentation_pct: float | None = None,
     time_limit_s: float = DEFAULT_TIME_LIMIT_S,
     tokens: str | int | None = None,
     budget: str | float | None = None,
@@ -257,8 +259,10 @@ def build_request(
     objective_ = (parse_enum_choice("--minimize", objective, Objective) or (default_objective,))[0]
     accounting_ = (parse_enum_choice("--accounting", accounting, Accounting) or (Accounting.FULL,))[0]
     attention_ = (parse_enum_choice("--attention", attention, AttentionKernel) or (AttentionKernel.FLASH,))[0]
-    framework_ = (parse_enum_choice("--framework", framework, Framework) or (Framework.DEEPSPEED,))[0]
-    loss_ = (parse_enum_choice("--loss", loss, LossKernel) or (LossKernel.FULL,))[0]
+    profile = resolve_profile(framework)
+    if compile and not profile.can_compile:
+        raise PlannerInputError(f"--compile applies to PyTorch-eager stacks; {profile.id} already runs fused kernels")
+    loss_ = (parse_enum_choice("--loss", loss, LossKernel) or (stack_loss(profile, compile),))[0]
     mode_ = (parse_enum_choice("--mode", mode, Mode) or (Mode.PRETRAIN,))[0]
     targets = (parse_enum_choice("--lora-targets", lora_targets, LoraTargets) or (LoraTargets.ALL,))[0]
     if context is not None and seq_len is not None and context != seq_len:
@@ -269,26 +273,25 @@ def build_request(
         if micro_batch is not None:
             raise PlannerInputError("give --batch or --micro-batch, not both")
         micro_batch = _positive("--batch", batch)
-    if mode_ is Mode.INFER and loss_ is not LossKernel.FULL:
+    if mode_ is Mode.INFER and loss is not None:
         raise PlannerInputError("--loss applies to training; serving computes no loss")
     global_batch = _global_batch(global_batch, (context or seq_len) or resolved.default_seq_len)
     if mode_ is Mode.INFER and global_batch is not None:
         raise PlannerInputError("--global-batch applies to training; serving takes --batch (concurrent sequences)")
-    if global_batch is None and mode_ in (Mode.FINETUNE, Mode.LORA, Mode.QLORA):
-        global_batch = DEFAULT_FINETUNE_GLOBAL_BATCH
+    if global_batch is None and mode_ is not Mode.INFER:
+        global_batch = DEFAULT_FINETUNE_GLOBAL_BATCH.get(mode_)
     job = _job(resolved, mode_, objective_, tokens, budget, deadline)
-    if job is not None and global_batch is None:
-        global_batch = max(1, DEFAULT_TOKENS_PER_STEP // ((context or seq_len) or resolved.default_seq_len))
+    if global_batch is None and mode_ is Mode.PRETRAIN and (job is not None or accounting_ is Accounting.FULL):
+        global_batch = default_pretrain_batch(param_counts(resolved).total, (context or seq_len) or resolved.default_seq_len)
+    if objective is None and not buy and mode_ is not Mode.INFER and accounting_ is Accounting.FULL:
+        objective_ = Objective.STEP_TIME  # GPUs one owns: the fastest plan on them (planner.candidates)
     if objective_ is Objective.COST:
         unpriced = [s.gpu.id for s in inventory if s.gpu.price is None]
         if unpriced:
             raise PlannerInputError(
                 f"no price for {', '.join(unpriced)}; add [gpu.price] in a --catalog file or use --minimize gpus"
             )
-    if not 0 <= fragmentation_pct <= 100:
-        raise PlannerInputError(f"--fragmentation-pct must be within 0..100, got {fragmentation_pct}")
-    if not overhead_gib >= 0:
-        raise PlannerInputError(f"--overhead-gib must be >= 0, got {overhead_gib}")
+    margins = _margins(profile.margins, margin, overhead_gib, fragmentation_pct)
     if not time_limit_s > 0:
         raise PlannerInputError(f"--time-limit must be > 0 seconds, got {time_limit_s}")
     seed = accounting_ is Accounting.SEED
@@ -297,15 +300,14 @@ def build_request(
         global_batch=_positive("--global-batch", global_batch),
         accounting=accounting_,
         attention=attention_,
-        framework=framework_,
-        margins=Margins(
-            overhead_bytes=0 if seed else round(overhead_gib * GIB_BYTES),
-            fragmentation_pct=0 if seed else fragmentation_pct,
-        ),
+        framework=profile.layout,
+        margins=Margins(0, 0.0) if seed else margins,
         mode=mode_,
         lora_rank=_positive("--lora-rank", lora_rank) or DEFAULT_LORA_RANK,
         lora_targets=targets,
         loss=loss_,
+        compile=compile,
+        profile=profile.id,
     )
     pins = Pins(
         precision=parse_enum_choice("--precision", precision, Precision),
@@ -332,11 +334,42 @@ def build_request(
         pins=pins,
         objective=objective_,
         top=_positive("--top", top) or DEFAULT_TOP,
-        diverse=(parse_enum_choice("--diverse", diverse, Diversity) or ((Diversity.GPU,) if buy and len(inventory) > 1 else (None,)))[0],
+        diverse=parse_enum_choice("--diverse", diverse, Diversity) or ((Diversity.GPU,) if buy and len(inventory) > 1 else None),
         time_limit_s=float(time_limit_s),
         job=job,
         procurement=buy,
     )
+
+
+_MARGIN = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(%|gib|g)?\s*$", re.IGNORECASE)
+MAX_OVERHEAD_GIB = 1024.0
+
+
+def _margins(default: Margins, margin: str | None, overhead_gib: float | None, fragmentation_pct: float | None) -> Margins:
+    """The per-GPU margins: the profile's fitted ones, or `--margin 2GiB|5%` (the whole margin as
+    memory outside the allocator or as a share of the allocated peak), or the two parts given apart."""
+    overhead, frag, single = default.overhead_bytes, default.fragmentation_pct, default.single_gpu_overhead_bytes
+    if margin is not None:
+        if overhead_gib is not None or fragmentation_pct is not None:
+            raise PlannerInputError("give --margin, or --overhead-gib and --fragmentation-pct, not both")
+        m = _MARGIN.match(str(margin))
+        if m is None:
+            raise PlannerInputError(f"--margin {margin!r} is not a margin; give GiB per GPU (2, 2GiB) or a share of the allocated peak (5%)")
+        value = float(m.group(1))
+        if m.group(2) == "%":
+            overhead_gib, fragmentation_pct = 0.0, value
+        else:
+            overhead_gib, fragmentation_pct = value, 0.0
+    if fragmentation_pct is not None:
+        if not 0 <= fragmentation_pct <= 100:
+            raise PlannerInputError(f"--fragmentation-pct must be within 0..100, got {fragmentation_pct}")
+        frag = float(fragmentation_pct)
+    if overhead_gib is not None:
+        if not 0 <= overhead_gib <= MAX_OVERHEAD_GIB:
+            raise PlannerInputError(f"--overhead-gib must be within 0..{MAX_OVERHEAD_GIB:g} GiB, got {overhead_gib}")
+        overhead = single = round(overhead_gib * GIB_BYTES)
+    return Margins(overhead_bytes=overhead, fragmentation_pct=frag, cached_pct=default.cached_pct,
+                   single_gpu_overhead_bytes=single)
 
 
 def _job(model: Model, mode: Mode, objective: Objective, tokens: str | int | None, budget: str | float | None,

@@ -57,14 +57,22 @@ class AttentionKernel(StrEnum):
 
 
 class LossKernel(StrEnum):
-    """How cross-entropy meets the logits. FULL: the whole micro-batch's logits
-    at once, upcast to fp32 (HF, Megatron, torchtitan). CHUNKED: the LM head
-    and loss run over LOSS_CHUNKS slices of the tokens, so only one slice is in
-    fp32 at a time (torchtune's CEWithChunkedOutputLoss, 8 chunks; Liger's and
-    Unsloth's fused losses hold less still)."""
+    """How cross-entropy meets the logits (bytes per logit in `activations.logits_bytes`).
+
+    FULL: eager PyTorch on the whole micro-batch's logits upcast to fp32 (HF
+    `ForCausalLMLoss`, torchtitan without compile). FUSED: one fp32 tensor
+    at most (Megatron's vocab-parallel cross-entropy computes the softmax in
+    place in its fp32 copy; flash-attn's and torch.compile'd cross-entropy
+    keep the 16-bit logits and a log-sum-exp). CHUNKED: the LM head and loss
+    run over LOSS_CHUNKS slices of the tokens, so only one slice is in fp32
+    at a time (torchtune's CEWithChunkedOutputLoss, 8 chunks). FUSED_LINEAR:
+    the LM head and loss fused over token chunks, the logits never whole
+    (Liger's FusedLinearCrossEntropy, Apple's Cut Cross-Entropy)."""
 
     FULL = "full"
+    FUSED = "fused"
     CHUNKED = "chunked"
+    FUSED_LINEAR = "fused-linear"
 
 
 LOSS_CHUNKS = 8  # torchtune CEWithChunkedOutputLoss(num_output_chunks=8)
@@ -165,11 +173,14 @@ class KvFormat(StrEnum):
 
 class Objective(StrEnum):
     """What the plans are ranked by: GPU count; cost (of the whole job when a
-    token count is given, else per hour); time to train the job's tokens."""
+    token count is given, else per hour); time to train the job's tokens;
+    step time (the fastest plan on the inventory, reference numerics first:
+    the default for GPUs one owns)."""
 
     GPUS = "gpus"
     COST = "cost"
     TIME = "time"
+    STEP_TIME = "step-time"
 
 
 class Norm(StrEnum):
@@ -198,6 +209,9 @@ class Diversity(StrEnum):
     RECOMPUTE = "recompute"
     ZERO = "zero"
     TP = "tp"
+    PP = "pp"
+    CP = "cp"
+    OFFLOAD = "offload"
     MICRO_BATCH = "micro-batch"
 
     @property
@@ -338,12 +352,39 @@ class Margins:
 
     overhead_bytes: memory outside PyTorch's allocator on every GPU (CUDA
     context and kernels, cuBLAS workspaces, NCCL communicator buffers).
-    fragmentation_pct: the caching allocator's reserved-but-unallocated slack,
-    as a percentage of the allocated peak.
+    fragmentation_pct: the caching allocator's reserved-but-unallocated slack
+    that it cannot hand out, as a percentage of the allocated peak (what an
+    out-of-memory report shows as "reserved by PyTorch but unallocated"
+    after the allocator has released its cached blocks and retried).
+    cached_pct: the further cache the allocator typically holds at the peak
+    while memory is plentiful (max_memory_reserved beyond allocated and
+    fragmentation); reported, never charged against capacity.
     """
 
     overhead_bytes: int
-    fragmentation_pct: int
+    fragmentation_pct: float
+    cached_pct: float = 0.0
+    single_gpu_overhead_bytes: int | None = None  # a one-GPU job (no NCCL communicators); None: overhead_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A training stack as it lays out memory and time (`planner.profiles` holds the table).
+
+    layout: how it holds model states and which kernels it runs (`Framework`);
+    loss: its cross-entropy implementation; can_compile: whether
+    torch.compile is an option there at all; margins: its allocator slack and the memory
+    outside the allocator (fitted, see `planner.profiles`); fp32_main_grads:
+    whether a Megatron-layout stack keeps an fp32 main-gradient buffer."""
+
+    id: str
+    name: str
+    layout: Framework
+    loss: LossKernel
+    can_compile: bool
+    margins: Margins
+    source: str
+    fp32_main_grads: bool = True  # Megatron layout: gradients accumulated and reduced in fp32 (else in the 16-bit param dtype)
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +399,14 @@ class Workload:
     lora_rank: int = 16  # adapter rank (lora, qlora)
     lora_targets: LoraTargets = LoraTargets.ALL
     loss: LossKernel = LossKernel.FULL
+    compile: bool = False  # torch.compile over each block (fuses norms and activations, keeps fewer tensors)
+    profile: str = ""  # the training stack's profile id (planner.profiles); "" = the layout's generic profile
+
+    @property
+    def fused_kernels(self) -> bool:
+        """Whether norms and activation functions run as fused kernels that save
+        only their inputs: Megatron/TE always, an eager PyTorch model under torch.compile."""
+        return self.framework.fused_kernels or self.compile
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,7 +502,7 @@ class Request:
     pins: Pins
     objective: Objective
     top: int
-    diverse: Diversity | None  # make the top-K plans differ in this knob
+    diverse: tuple[Diversity, ...] | None  # make the top-K plans differ in these knobs (best per combination)
     time_limit_s: float
     job: Job | None = None  # tokens, budget, deadline: time and cost of the whole run
     procurement: bool = False  # the inventory is what may be bought (caps per type), not what is owned

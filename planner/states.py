@@ -243,18 +243,20 @@ def _root_params(counts: ParamCounts, k: KnobArrays, stage: Stage) -> IntArray:
     return np.where(k.pp == 1, counts.embedding + counts.head_sharded + counts.final_norm, staged)
 
 
-def _megatron(counts: ParamCounts, prm: Params, k: KnobArrays) -> States:
-    """Megatron-LM: 16-bit weights, an fp32 main-gradient buffer, the distributed optimizer as ZeRO-1."""
-    mixed = MIXED[k.precision] == 1
+def _megatron(counts: ParamCounts, prm: Params, k: KnobArrays, fp32_main_grads: bool) -> States:
+    """Megatron-LM: 16-bit weights, an fp32 main-gradient buffer (Megatron-Core with
+    grad_reduce_in_fp32 off: one in the 16-bit parameter dtype), the distributed optimizer as ZeRO-1."""
+    mixed = (MIXED[k.precision] == 1) & fp32_main_grads
     weights = ceil_div(prm.local * WEIGHT_BYTES_X2[k.precision], 2)
-    grads = prm.local * np.where(mixed, FP32, GRAD_BYTES[k.precision])  # fp32 main-gradient buffer
+    grads = prm.local * np.where(mixed, FP32, GRAD_BYTES[k.precision])  # the main-gradient buffer
     opt = _optimizer(counts, prm, k, Accounting.FULL, FP32 * MIXED[k.precision])
     off = k.offload != _ON_GPU
     return States(weights, grads, np.where(off, 0, opt), np.zeros_like(weights), np.where(off, opt, 0))
 
 
 def model_states(
-    counts: ParamCounts, model: Model, k: KnobArrays, framework: Framework, accounting: Accounting, stage: Stage
+    counts: ParamCounts, model: Model, k: KnobArrays, framework: Framework, accounting: Accounting, stage: Stage,
+    fp32_main_grads: bool = True,
 ) -> States:
     """Weights, gradients, optimizer states, sharding buffers and CPU-offloaded bytes of one GPU."""
     prm = params_on_gpu(counts, model, k, stage)
@@ -265,4 +267,4 @@ def model_states(
     if framework is Framework.FSDP:
         block = ceil_div(block_params_per_ep_rank(model, k.ep), k.tp)
         return _fsdp(counts, prm, k, block, ceil_div(_root_params(counts, k, stage), k.tp))
-    return _megatron(counts, prm, k)
+    return _megatron(counts, prm, k, fp32_main_grads)

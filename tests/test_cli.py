@@ -151,7 +151,7 @@ FROZEN_OPTIONS = {
     "--model", "--gpus", "--mode", "--context", "--batch", "--maximize", "--lora-rank", "--lora-targets",
     "--weight-format", "--kv-dtype", "--seq-len", "--global-batch", "--precision", "--optimizer", "--recompute", "--tp", "--dp",
     "--zero", "--micro-batch", "--minimize", "--tokens", "--budget", "--deadline", "--buy", "--plot", "--output", "--params", "--top", "--diverse", "--explain", "--json", "--format", "--accounting", "--attention", "--loss",
-    "--framework", "--pp", "--vpp", "--sp", "--cp", "--offload", "--ep", "--dp-shard", "--overhead-gib", "--fragmentation-pct", "--time-limit", "--catalog", "--help",
+    "--framework", "--compile", "--margin", "--pp", "--vpp", "--sp", "--cp", "--offload", "--ep", "--dp-shard", "--overhead-gib", "--fragmentation-pct", "--time-limit", "--catalog", "--help",
 }
 
 
