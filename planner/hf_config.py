@@ -14,6 +14,10 @@ org/name in the local Hugging Face hub cache; nothing is downloaded.
 Left out: published counts (published_params 0, label ""), and what Model
 cannot express, which raises PlannerInputError: DeepSeek-V3's multi-head
 latent attention, Qwen2-MoE's gated shared expert, OPT's embedding projection.
+Encoder-decoder models (T5, mT5, BART, ...: an encoder stack, a decoder stack
+with cross-attention, relative or learned positions of their own) are refused
+by name rather than read as a decoder-only stack, which would miscount both
+the parameters and the activations.
 """
 
 from __future__ import annotations
@@ -348,11 +352,22 @@ _READERS: dict[str, Callable[[Config], dict[str, Any]]] = {
     "deepseek_v3": _deepseek,
 }
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_READERS)
+# transformers' encoder-decoder model types (configs with is_encoder_decoder true by default)
+ENCODER_DECODER_MODEL_TYPES: frozenset[str] = frozenset({
+    "t5", "mt5", "umt5", "longt5", "t5gemma", "switch_transformers", "bart", "mbart", "plbart", "marian", "pegasus",
+    "pegasus_x", "bigbird_pegasus", "led", "blenderbot", "blenderbot-small", "prophetnet", "xlm-prophetnet", "fsmt",
+    "m2m_100", "nllb-moe", "seamless_m4t", "whisper", "encoder-decoder", "speech-encoder-decoder", "vision-encoder-decoder",
+})
 
 
 def model_from_config(config: Mapping[str, Any], model_id: str, source: str) -> Model:
     """The Model a Hugging Face config.json describes; errors name `source`."""
     model_type = config.get("model_type")
+    if (isinstance(model_type, str) and model_type in ENCODER_DECODER_MODEL_TYPES) or config.get("is_encoder_decoder") is True:
+        raise PlannerInputError(
+            f"{source}: model_type {model_type!r} is an encoder-decoder model, which the planner does not model; "
+            f"it reads decoder-only model types: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
     reader = _READERS.get(model_type) if isinstance(model_type, str) else None
     if reader is None:
         raise PlannerInputError(
