@@ -13,6 +13,12 @@ and norms in fp32, as PEFT's prepare_model_for_kbit_training leaves them (it
 upcasts every non-quantized parameter; recipes that cast them back to 16 bits,
 like torchtune's, hold less); each layer's weight is dequantized to 16 bits
 while it computes. ZeRO-3/FSDP shard the frozen base too (FSDP-QLoRA).
+The QLoRA paper's "4-bit base model 5,048 MB" for LLaMA-7B is not decomposed
+there; what bitsandbytes stores comes to 3.34 GB of NF4 blocks and 0.52 GB
+(bf16, as the paper's qlora.py casts embed_tokens and lm_head back under
+--bf16) to 1.05 GB (fp32) of embeddings and head. The rest of the figure is
+not attributed by any source found (a CUDA context if it was read from
+nvidia-smi), so nothing is added for it.
 """
 
 from __future__ import annotations
