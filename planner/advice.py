@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Iterator
 
 from planner import capacity
-from planner.candidates import RANKING_DIGITS, significant
+from planner.candidates import HEADROOM_STEP, HEADROOM_STEPS, RANKING_DIGITS, SPEED_TOLERANCE, significant
 from planner.catalog import Catalog
 from planner.engine import solve_request
 from planner.errors import PlannerInputError
@@ -250,6 +250,12 @@ def _tie_values(row: PlanRow) -> dict[str, int]:
     }
 
 
+def _headroom_class(row: PlanRow) -> int:
+    """`candidates.headroom_class` of a plan row."""
+    step = HEADROOM_STEP.numerator * row.usable_bytes // HEADROOM_STEP.denominator
+    return min((row.usable_bytes - row.total_bytes) // max(step, 1), HEADROOM_STEPS)
+
+
 def _beats(a: PlanRow, b: PlanRow, objective: Objective) -> str:
     ta, tb = a.throughput, b.throughput
     if isinstance(ta, TrainingSpeed) and isinstance(tb, TrainingSpeed) and ta.run_s is not None and tb.run_s is not None:
@@ -260,7 +266,21 @@ def _beats(a: PlanRow, b: PlanRow, objective: Objective) -> str:
             return f"#{a.rank} costs ${ta.run_usd:,.0f} for the run, #{b.rank} ${tb.run_usd:,.0f}"
     elif objective is Objective.COST and a.usd_per_hour != b.usd_per_hour:
         return f"#{a.rank} costs ${a.usd_per_hour:.2f}/h, #{b.rank} ${b.usd_per_hour:.2f}/h"
-    same = f"same {a.knobs.gpus} GPUs" if objective is Objective.GPUS else f"same {objective} to {RANKING_DIGITS} significant digits"
+    if objective is Objective.STEP_TIME and isinstance(ta, TrainingSpeed) and isinstance(tb, TrainingSpeed):
+        if bool(a.departures) != bool(b.departures):
+            return f"#{a.rank} keeps the reference numerics, #{b.rank} departs from them"
+        rate_a, rate_b = ta.tokens_per_s / a.knobs.gpus, tb.tokens_per_s / b.knobs.gpus
+        if ta.step_s * (1 + SPEED_TOLERANCE) < tb.step_s:
+            return f"#{a.rank} is faster: {ta.tokens_per_s:,.0f} tokens/s against {tb.tokens_per_s:,.0f}"
+        headroom_a, headroom_b = a.usable_bytes - a.total_bytes, b.usable_bytes - b.total_bytes
+        same = (f"steps within {float(SPEED_TOLERANCE):.0%} ({rate_a:,.0f} and {rate_b:,.0f} tokens/s per GPU), "
+                "which the speed model cannot tell apart")
+        if _headroom_class(a) != _headroom_class(b):
+            return f"{same}; #{a.rank} leaves more headroom ({headroom_a / GIB:.1f} GiB against {headroom_b / GIB:.1f})"
+    elif objective is Objective.GPUS:
+        same = f"same {a.knobs.gpus} GPUs"
+    else:
+        same = f"same {objective} to {RANKING_DIGITS} significant digits"
     if objective is Objective.GPUS and a.knobs.gpus != b.knobs.gpus:
         return f"#{a.rank} needs {a.knobs.gpus} GPUs, #{b.rank} {b.knobs.gpus}"
     va, vb = _tie_values(a), _tie_values(b)
@@ -303,7 +323,11 @@ def reasons(plan: Plan) -> tuple[str, ...]:
     if step is not None:
         out.append(step)
     n = best.knobs.gpus
-    if n > 1 and plan.request.objective is not Objective.TIME:
+    if plan.request.objective is Objective.STEP_TIME and plan.fewest_gpus is not None:
+        ref, any_ = plan.fewest_gpus
+        out.append(f"#1 is the fastest plan with the numerics searched; the fewest GPUs that fit: {_fewest_words(ref, any_)} "
+                   "(--minimize gpus ranks by GPU count)")
+    elif n > 1 and plan.request.objective is not Objective.TIME:
         fewer = dataclasses.replace(
             plan.request,
             inventory=tuple(GpuStock(s.gpu, min(s.count, n - 1)) for s in plan.request.inventory),
@@ -325,3 +349,11 @@ def reasons(plan: Plan) -> tuple[str, ...]:
     if len(plan.rows) > 1:
         out.append(f"#1 over #2: {_beats(plan.rows[0], plan.rows[1], plan.request.objective)}")
     return tuple(out)
+
+
+def _fewest_words(reference: int | None, any_: int | None) -> str:
+    """'8 with the reference numerics, 5 with any', as the header and the reasons say it."""
+    ref = "none" if reference is None else str(reference)
+    if any_ is None or any_ == reference:
+        return f"{ref} GPUs with the reference numerics or any other"
+    return f"{ref} with the reference numerics, {any_} with other numerics"

@@ -9,8 +9,9 @@ integers. The solver then only needs linear constraints.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from planner.numerics import REFERENCE_OPTIMIZER, reference_format, reference_kv
 from planner.space import Space
 from planner.specs import (
     KV_FORMATS,
+    Diversity,
     OFFLOADS,
     OPTIMIZERS,
     PRECISIONS,
@@ -33,6 +35,7 @@ from planner.specs import (
     Precision,
     WeightFormat,
 )
+from planner.steptime import step_terms
 
 
 @dataclass(frozen=True)
@@ -81,20 +84,31 @@ def evaluate(space: Space, k: KnobArrays) -> MemoryBreakdown:
 
 
 def fit_threshold(space: Space) -> IntArray:
-    """Smallest DP in [dp_lo, dp_hi] at which each tuple fits; dp_hi + 1 where none does."""
-    grid, lo, hi = space.grid, space.dp_lo.copy(), space.dp_hi.copy()
-    cap = capacity_bytes(space, grid)
-    possible = (lo <= hi) & (evaluate(space, grid.with_dp(np.maximum(hi, 1))).total <= cap)
-    hi = np.where(possible, hi, lo)
-    while True:
-        rows = np.flatnonzero(lo < hi)  # bisect only the rows still open
-        if not len(rows):
-            break
-        mid = (lo[rows] + hi[rows]) // 2
-        ok = evaluate(space, grid.take(rows).with_dp(mid)).total <= cap[rows]
-        hi[rows] = np.where(ok, mid, hi[rows])
-        lo[rows] = np.where(ok, lo[rows], mid + 1)
-    return np.where(possible, lo, space.dp_hi + 1)
+    """Smallest allowed DP in [dp_lo, dp_hi] at which each tuple fits; dp_hi + 1 where none does.
+
+    Bisects over each row's allowed DP values (`Space.dp_groups`): with a global batch, memory at
+    a DP that does not divide it means nothing and need not follow the monotone trend."""
+    fit = space.dp_hi + 1
+    for group, values in space.dp_groups():
+        if not len(values) or not len(group):
+            continue
+        lo = np.searchsorted(values, space.dp_lo[group], side="left")
+        hi = np.searchsorted(values, space.dp_hi[group], side="right") - 1
+        grid = space.grid.take(group)
+        cap = capacity_bytes(space, grid)
+        top = values[np.clip(hi, 0, len(values) - 1)]
+        possible = (lo <= hi) & (evaluate(space, grid.with_dp(top)).total <= cap)
+        hi = np.where(possible, hi, lo)
+        while True:
+            rows = np.flatnonzero(lo < hi)  # bisect only the rows still open
+            if not len(rows):
+                break
+            mid = (lo[rows] + hi[rows]) // 2
+            ok = evaluate(space, grid.take(rows).with_dp(values[mid])).total <= cap[rows]
+            hi[rows] = np.where(ok, mid, hi[rows])
+            lo[rows] = np.where(ok, lo[rows], mid + 1)
+        fit[group] = np.where(possible, values[np.clip(lo, 0, len(values) - 1)], space.dp_hi[group] + 1)
+    return fit
 
 
 def _best_dp(space: Space, fit: IntArray) -> IntArray:
@@ -145,10 +159,12 @@ def tie_rank(space: Space, k: KnobArrays) -> IntArray:
     numerics and no offload, less recomputation, lower ZeRO stage, less
     model parallelism (TP, then PP, then CP; SP with TP), no interleaving,
     larger micro-batch, safer precision and optimizer, less offload,
-    sharding over all of DP before hybrid (HSDP), inventory order, fewer DP ranks. Serving prefers fewer pipeline stages to
+    sharding over all of DP before hybrid (HSDP), inventory order, fewer DP ranks. Ranking by step
+    time, more headroom (`headroom_class`) comes right after the numerics. Serving prefers fewer pipeline stages to
     less TP (pipeline stages add latency per token; TP within a node is the
     usual serving layout). Every knob takes part, so the order is total."""
     model_parallel = (k.tp, k.pp) if space.request.workload.mode is Mode.INFER else (k.pp, k.tp)
+    roomier = () if space.request.objective is not Objective.STEP_TIME else (-headroom_class(space, k),)
     keys = (
         k.dp,
         k.gpu,
@@ -166,6 +182,7 @@ def tie_rank(space: Space, k: KnobArrays) -> IntArray:
         *model_parallel,
         k.zero_stage,
         k.recompute,
+        *roomier,
         departure_count(space, k),
     )
     order = np.lexsort(keys)  # last key is primary
@@ -174,9 +191,62 @@ def tie_rank(space: Space, k: KnobArrays) -> IntArray:
     return rank
 
 
+HEADROOM_STEP = Fraction(5, 100)  # headroom counts in steps of 5% of usable memory ...
+HEADROOM_STEPS = 2  # ... up to 10%: beyond that, more is not worth a slower or more sharded plan
+
+
+def headroom_class(space: Space, k: KnobArrays) -> IntArray:
+    """Free memory per GPU in whole HEADROOM_STEPs of the usable memory, at most HEADROOM_STEPS."""
+    cap = capacity_bytes(space, k)
+    free = np.maximum(cap - evaluate(space, k).total, 0)
+    return np.minimum(free * HEADROOM_STEP.denominator // (cap * HEADROOM_STEP.numerator), HEADROOM_STEPS)
+
+
+def unasked_departures(space: Space, k: KnobArrays) -> IntArray:
+    """Departures from the reference numerics in knobs the user left to the search: precision,
+    optimizer, offload. A pinned or widened knob (--optimizer any) is the user asking for them."""
+    pins, inv = space.request.pins, space.request.inventory
+    ref_prec = np.array([PRECISIONS.index(reference_precision(s.gpu)) for s in inv], dtype=np.int64)
+    count = np.zeros(len(k), dtype=np.int64)
+    if pins.precision is None:
+        count += k.precision != ref_prec[k.gpu]
+    if pins.optimizer is None:
+        count += k.optimizer != OPTIMIZERS.index(REFERENCE_OPTIMIZER)
+    if pins.offload is None:
+        count += k.offload != OFFLOADS.index(Offload.NONE)
+    return count
+
+
+STEP_UNITS_PER_S = 1_000_000  # without a run, step times rank in integer microseconds
+
+
+def step_pieces(space: Space) -> JobPieces:
+    """Seconds per step of every tuple as `JobPieces` in microseconds (no cost), from `planner.steptime`
+    with the request's global batch (alpha + beta / DP on each piece)."""
+    req, k = space.request, space.grid
+    terms = step_terms(req.model, req.workload, k, [s.gpu for s in req.inventory])
+    keep = terms.d_lo <= terms.d_hi
+    zero = np.zeros_like(terms.d_lo)
+    return JobPieces(
+        lo=np.where(keep, terms.d_lo, terms.d_hi + 1),
+        hi=terms.d_hi,
+        time_a=np.where(keep, np.rint(terms.alpha * STEP_UNITS_PER_S), 0).astype(np.int64),
+        time_b=np.where(keep, np.rint(terms.beta * STEP_UNITS_PER_S), 0).astype(np.int64),
+        cost_c=zero,
+        cost_d=zero,
+        priced=np.zeros(len(k), dtype=bool),
+    )
+
+
 def run_pieces(space: Space) -> JobPieces | None:
-    """The run's time and cost coefficients for every tuple of the space, when the request has a run."""
-    return job_pieces(space.request, space.grid) if space.request.job is not None else None
+    """Per tuple, the coefficients the ranking needs per DP: the run's time and cost when the request
+    has a run, else the step time when ranking by it (with a global batch); None otherwise."""
+    req = space.request
+    if req.job is not None:
+        return job_pieces(req, space.grid)
+    if req.objective is Objective.STEP_TIME and req.workload.global_batch is not None:
+        return step_pieces(space)
+    return None
 
 
 def find_candidates(space: Space, fit: IntArray | None = None, pieces: JobPieces | None = None) -> Candidates:
@@ -199,11 +269,27 @@ def find_candidates(space: Space, fit: IntArray | None = None, pieces: JobPieces
 
 
 RANKING_DIGITS = 3  # runs whose time or cost agree to 3 significant digits tie (the model is not more precise)
+# Step times within 5% of the fastest tie: the speed model's median error on published runs is 5.8%
+# (bench/throughput_calibration.py), so a smaller lead is not a prediction. Plans that depart from the
+# reference numerics unasked rank after every plan that does not (DEPARTS_OFFSET added to their time).
+SPEED_TOLERANCE = Fraction(5, 100)
+DEPARTS_OFFSET = 2**50
+
+
+def band_limit(space: Space, best: int) -> int:
+    """The largest primary value that ties with `best`: within SPEED_TOLERANCE of its time when
+    ranking by step time (never across the departure offset), `best` itself otherwise."""
+    if space.request.objective is not Objective.STEP_TIME:
+        return best
+    return best + (best % DEPARTS_OFFSET) * SPEED_TOLERANCE.numerator // SPEED_TOLERANCE.denominator
 
 
 def job_primary(space: Space, k: KnobArrays, seconds: IntArray, cents: IntArray) -> IntArray:
-    """What a run is ranked by: GPUs, or its cents or seconds to RANKING_DIGITS significant digits."""
+    """What a run is ranked by: GPUs, or its cents or seconds to RANKING_DIGITS significant digits;
+    by step time: its seconds (microseconds per step without a run), after the reference numerics."""
     objective = space.request.objective
+    if objective is Objective.STEP_TIME:
+        return np.asarray(seconds, dtype=np.int64) + DEPARTS_OFFSET * (unasked_departures(space, k) > 0)
     if objective is Objective.TIME:
         return significant(seconds)
     if objective is Objective.COST:
@@ -228,14 +314,13 @@ def job_pairs(space: Space, fit: IntArray, pieces: JobPieces) -> Iterator[tuple[
 
 
 def _best_dp_for_job(space: Space, fit: IntArray, pieces: JobPieces) -> IntArray:
-    """Per tuple, the allowed DP >= its memory threshold that ranks best for the job
-    (then the smallest), within the deadline and budget; 0 where none does."""
+    """Per tuple, the allowed DP >= its memory threshold that ranks best for the job or the step
+    time (then the smallest), within the deadline and budget; 0 where none does."""
     job = space.request.job
-    assert job is not None
     best = np.zeros_like(fit)
     best_primary = np.full(len(fit), np.iinfo(np.int64).max)
     for r, d, seconds, cents in job_pairs(space, fit, pieces):
-        ok = within_limits(job, seconds, cents, pieces.priced[r])
+        ok = within_limits(job, seconds, cents, pieces.priced[r]) if job is not None else np.ones(len(r), dtype=bool)
         r, d = r[ok], d[ok]
         primary = job_primary(space, space.grid.take(r).with_dp(d), seconds[ok], cents[ok])
         order = np.lexsort((d, primary, r))  # per row: best primary, then smallest DP
@@ -247,3 +332,44 @@ def _best_dp_for_job(space: Space, fit: IntArray, pieces: JobPieces) -> IntArray
         best[r[better]] = d[better]
         best_primary[r[better]] = primary[better]
     return best
+
+
+def _precision_class(space: Space, k: KnobArrays) -> IntArray:
+    """Precision with fp16 merged into bf16 (mixed and pure) on GPU types where both run at the same
+    peak: the memory model gives them the same bytes, so the choice changes neither memory nor speed."""
+    same = np.array([s.gpu.supports_bf16 and s.gpu.bf16_tflops == s.gpu.fp16_tflops for s in space.request.inventory])[k.gpu]
+    merged = {PRECISIONS.index(Precision.FP16_MIXED): PRECISIONS.index(Precision.BF16_MIXED),
+              PRECISIONS.index(Precision.FP16): PRECISIONS.index(Precision.BF16)}
+    out = k.precision.copy()
+    for a, b in merged.items():
+        out[same & (k.precision == a)] = b
+    return out
+
+
+CHOICE_COLUMNS = ("gpu", "dp", "tp", "pp", "vpp", "cp", "sp", "ep", "dp_shard", "zero_stage", "recompute", "optimizer",
+                  "offload", "weight_format", "kv_format")
+
+
+def row_groups(space: Space, k: KnobArrays, diverse: Sequence[Diversity] | None = None) -> IntArray:
+    """Rows that count as one answer share a group id. With `diverse`, the combination of those knobs
+    (the best plan per combination). Otherwise everything a user chooses between (GPU type and count,
+    layout, sharding, recompute, numerics, offload): rows differing only in micro-batch, or in fp16
+    against bf16 where that changes nothing (`_precision_class`), are one answer, the best of them shown."""
+    if diverse:
+        columns = [getattr(k, d.column) for d in diverse]
+    else:
+        columns = [getattr(k, c) for c in CHOICE_COLUMNS] + [_precision_class(space, k)]
+    if not len(k):
+        return np.zeros(0, dtype=np.int64)
+    _, ids = np.unique(np.stack(columns, axis=1), axis=0, return_inverse=True)
+    return ids.reshape(-1).astype(np.int64)
+
+
+def fewest_gpus(space: Space, fit: IntArray) -> tuple[int | None, int | None]:
+    """The fewest GPUs at which any tuple fits (memory, global batch, pins): with the reference
+    numerics, and with any numerics the space searches; None where nothing fits."""
+    best = _best_dp(space, fit)
+    ok = best > 0
+    gpus = space.grid.model_parallel * best
+    pure = ok & (departure_count(space, space.grid) == 0)
+    return (int(gpus[pure].min()) if pure.any() else None, int(gpus[ok].min()) if ok.any() else None)

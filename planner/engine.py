@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from planner.candidates import Candidates, departure_count, find_candidates, fit_threshold, run_pieces
+from planner.candidates import Candidates, departure_count, fewest_gpus, find_candidates, fit_threshold, run_pieces
 from planner.explain import explain_infeasible
 from planner.pareto import cost_time_front
 from planner.plan import Plan, PlanRow, PlanStatus, assumptions, make_row
@@ -37,13 +37,14 @@ def solve_request(request: Request) -> Plan:
             )
     else:
         status = PlanStatus.INFEASIBLE
-        why = explain_infeasible(space, fit, pieces)
+        why = explain_infeasible(space, fit, pieces if request.job is not None else None)
         explanation = why.message
         if why.closest_index is not None:
             k = space.grid.take([why.closest_index]).with_dp([why.closest_dp])
             closest = make_row(space, k, 0, proved_optimal=False)
-    front = cost_time_front(space, fit, pieces) if pieces is not None else ()
-    return Plan(status, request, tuple(rows), reference, closest, explanation, assumptions(request), result.wall_s, front=front)
+    front = cost_time_front(space, fit, pieces) if pieces is not None and request.job is not None else ()
+    return Plan(status, request, tuple(rows), reference, closest, explanation, assumptions(request), result.wall_s, front=front,
+                fewest_gpus=fewest_gpus(space, fit))
 
 
 def _reference_plan(candidates: Candidates, rows: list[PlanRow], time_left_s: float) -> PlanRow | None:

@@ -134,6 +134,7 @@ class Plan:
     reasons: tuple[str, ...] = ()  # on request (explain): why the winner wins
     maximized: tuple[str, int] | None = None  # with --maximize: the quantity and the largest value that fits
     front: tuple[FrontPoint, ...] = ()  # with a run: the cost/time Pareto front, fastest first
+    fewest_gpus: tuple[int | None, int | None] | None = None  # fewest GPUs that fit: (reference numerics, any numerics)
 
     @property
     def best(self) -> PlanRow | None:
@@ -151,6 +152,7 @@ class Plan:
             "planner_version": __version__,
             "status": str(self.status),
             "objective": str(req.objective),
+            "fewest_gpus": None if self.fewest_gpus is None else dict(zip(("reference", "any"), self.fewest_gpus, strict=True)),
             "request": {
                 "model": {"id": model.id, "name": model.name, "params": param_counts(model).total},
                 "inventory": [
@@ -172,7 +174,7 @@ class Plan:
                     for f in fields(Pins)
                 },
                 "top": req.top,
-                "diverse": None if req.diverse is None else str(req.diverse),
+                "diverse": None if req.diverse is None else [str(d) for d in req.diverse],
                 "job": None if req.job is None else {
                     "tokens": req.job.tokens,
                     "tokens_source": req.job.tokens_source,

@@ -56,7 +56,7 @@ def _header(plan: Plan) -> list[str]:
         inv = f"to buy: {cap} of each of {len(req.inventory)} priced GPU types ({', '.join(s.gpu.id for s in req.inventory)})"
     job = req.job
     objective = {"gpus": "fewest GPUs", "cost": "lowest cost of the run" if job else "lowest cost per hour",
-                 "time": "shortest run"}[str(req.objective)]
+                 "time": "shortest run", "step-time": "fastest step, reference numerics first"}[str(req.objective)]
     n = len(plan.rows)
     if w.mode is Mode.INFER:
         batch = req.pins.micro_batch[0] if req.pins.micro_batch else 1

@@ -14,20 +14,25 @@ rank), so the model stays linear:
 
 The objective's second term breaks ties by a total order (reference
 numerics, less recomputation, less sharding, larger micro-batch), so the
-optimum is unique and the answer deterministic. Top-K re-solves with the
-previous tuples forbidden.
+optimum is unique and the answer deterministic. Ranking by step time, ties
+are a band (`candidates.band_limit`: within SPEED_TOLERANCE of the fastest)
+and two solves: the fastest time, then the first tuple in tie order within
+its band. Top-K re-solves with the previous answer's group forbidden
+(`candidates.row_groups`: rows a user would not choose between, or with
+`diverse` the same combination of those knobs).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 from ortools.sat.python import cp_model
 
-from planner.candidates import Candidates, job_primary
+from planner.candidates import Candidates, band_limit, job_primary, row_groups
 from planner.space import Space, allowed_pairs
 from planner.specs import Diversity, Objective
 
@@ -105,8 +110,10 @@ class _Model:
 
     def _objective(self, cands: Candidates, primary: cp_model.LinearExprT) -> None:
         self.primary = primary
+        self.space = cands.space
         bound = self._primary_bound(cands)
-        self.lexicographic = bound * len(cands) >= 2**62  # the scaled sum would overflow: two solves instead
+        banded = cands.space.request.objective is Objective.STEP_TIME  # ties within a band: two solves
+        self.lexicographic = banded or bound * len(cands) >= 2**62  # or the scaled sum would overflow
         self.model.minimize(primary if self.lexicographic else primary * len(cands) + self.tie)
         self._hint(cands)
 
@@ -175,36 +182,41 @@ def own_optimum_order(cands: Candidates) -> np.ndarray:
 SHORTLIST_MIN = 256
 
 
-def shortlist(cands: Candidates, top: int, diverse: Diversity | None) -> np.ndarray:
+def shortlist(cands: Candidates, top: int, groups: np.ndarray) -> np.ndarray:
     """Rows of `cands` that can appear in the answer, for a smaller CP-SAT model.
 
     Exact: a tuple's objective at its best DP is known from the numpy pass and
-    every constraint is per tuple, so the K best distinct tuples are the K
-    first in `own_optimum_order`, and with `diverse` the best of each value
-    are the first occurrences of each value. Keeping the first max(256, 16K)
-    and every first occurrence leaves CP-SAT the same optimum with room to
-    spare."""
+    every constraint is per tuple. Without a band, the K answers are the first
+    rows of K distinct groups in `own_optimum_order`. With a band, the j-th
+    answer lies within the band of the fastest row still allowed, which is no
+    slower than the first row of the K-th distinct group: every row within that
+    row's band is kept. The first max(256, 16K) rows are kept besides."""
     order = own_optimum_order(cands)
     keep = order[: max(SHORTLIST_MIN, 16 * top)]
-    if diverse is not None:
-        key = getattr(cands.knobs, diverse.column)[order]
-        _, first = np.unique(key, return_index=True)
-        keep = np.union1d(keep, order[first])
+    _, first = np.unique(groups[order], return_index=True)
+    first = np.sort(first)[:top]
+    keep = np.union1d(keep, order[first])
+    if cands.pieces is not None and len(first):
+        values = job_values(cands)
+        limit = band_limit(cands.space, int(values[order[first[-1]]]))
+        keep = np.union1d(keep, np.flatnonzero(values <= limit))
     return np.sort(keep)
 
 
-def solve(candidates: Candidates, top: int, time_limit_s: float, diverse: Diversity | None = None) -> SolveResult:
-    """The `top` best distinct tuples, each at its best DP, best first; with
-    `diverse`, the best tuple for each of `top` distinct values of that knob.
+def solve(candidates: Candidates, top: int, time_limit_s: float, diverse: Sequence[Diversity] | None = None) -> SolveResult:
+    """The `top` best answers, each a tuple at its best DP, best first, from distinct groups
+    (`candidates.row_groups`; with `diverse`, the best per combination of those knobs).
     `time_limit_s` bounds the CP-SAT searches together (model building aside).
     Choices index rows of `candidates`."""
     start = time.perf_counter()
     if len(candidates) == 0:
         return SolveResult((), SolveStatus.INFEASIBLE, 0.0, False)
-    rows = shortlist(candidates, top, diverse)
+    groups = row_groups(candidates.space, candidates.knobs, diverse)
+    rows = shortlist(candidates, top, groups)
     mask = np.zeros(len(candidates), dtype=bool)
     mask[rows] = True
     candidates = candidates.subset(mask)
+    groups = groups[rows]
     built = _Model(candidates)
     deadline = time.perf_counter() + time_limit_s
     solver = cp_model.CpSolver()
@@ -212,7 +224,7 @@ def solve(candidates: Candidates, top: int, time_limit_s: float, diverse: Divers
     solver.parameters.random_seed = 0
     choices: list[Choice] = []
     first = SolveStatus.UNKNOWN
-    wanted = min(top, len(candidates))
+    wanted = min(top, len(np.unique(groups)))
     out_of_time = False
     for _ in range(wanted):
         remaining = deadline - time.perf_counter()
@@ -230,12 +242,8 @@ def solve(candidates: Candidates, top: int, time_limit_s: float, diverse: Divers
         chosen = next(i for i, lit in enumerate(built.x) if solver.boolean_value(lit))
         dp = int(candidates.knobs.dp[chosen]) if built.dp is None else int(solver.value(built.dp))
         choices.append(Choice(int(rows[chosen]), dp, status))
-        if diverse is None:
-            built.model.add(built.x[chosen] == 0)
-        else:
-            key = getattr(candidates.knobs, diverse.column)
-            for i in np.flatnonzero(key == key[chosen]):
-                built.model.add(built.x[int(i)] == 0)
+        for i in np.flatnonzero(groups == groups[chosen]):
+            built.model.add(built.x[int(i)] == 0)
     if not choices and first is SolveStatus.UNKNOWN:
         # out of time before CP-SAT reported: the hint is feasible by construction, not proved optimal
         first = SolveStatus.FEASIBLE
@@ -247,14 +255,14 @@ _STATUS = {cp_model.OPTIMAL: SolveStatus.OPTIMAL, cp_model.FEASIBLE: SolveStatus
 
 
 def _solve(built: _Model, solver: cp_model.CpSolver, deadline: float) -> tuple[SolveStatus, cp_model.CpSolver]:
-    """One ranking step. Job models are lexicographic: the best primary value, then
-    the first tuple in tie order among those that reach it (a second solve on a copy)."""
+    """One ranking step. Lexicographic models: the best primary value, then the first
+    tuple in tie order among those within its band (a second solve on a copy)."""
     status = _STATUS.get(solver.solve(built.model), SolveStatus.UNKNOWN)
     if not built.lexicographic or status is not SolveStatus.OPTIMAL:
         return status, solver
-    best = int(solver.objective_value)
+    best = round(solver.objective_value)
     second = built.model.clone()
-    second.add(built.primary <= best)
+    second.add(built.primary <= band_limit(built.space, best))
     second.minimize(built.tie)
     tie_solver = cp_model.CpSolver()
     tie_solver.parameters.num_workers = 1

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from planner.batch import bubble_dp_cap
 from planner.grid import IntArray, KnobArrays
 from planner.numerics import reference_format, reference_kv_format
 from planner.rules import (
@@ -265,16 +266,22 @@ def build_space(request: Request) -> Space:
     # forward, DeepSpeed keeps fp32 gradient partitions), so every stage is searched from DP 1.
     lo = np.maximum(np.full_like(grid.dp, dp_values[0]), np.maximum(grid.ep, 2 * grid.dp_shard))
     hi = np.minimum(grid.dp, dp_values[-1])
-    if request.workload.framework is Framework.FSDP:
-        grid, lo, hi = _split_single_process(grid, lo, hi)
+    gb = request.workload.global_batch
+    if gb is not None and request.workload.mode is not Mode.INFER and pins.pp is None:
+        hi = np.minimum(hi, bubble_dp_cap(grid, gb))  # searched pipelines keep enough micro-batches per step
+        keep = np.flatnonzero(hi >= lo)
+        grid, lo, hi = grid.take(keep), lo[keep], hi[keep]
+    grid, lo, hi = _split_single_process(grid, lo, hi, request.workload.framework is Framework.FSDP)
     return Space(request=request, grid=grid.with_dp(hi), dp_lo=lo, dp_hi=hi, dp_values=dp_values)
 
 
-def _split_single_process(grid: KnobArrays, lo: IntArray, hi: IntArray) -> tuple[KnobArrays, IntArray, IntArray]:
-    """Under PyTorch DDP a single process needs no gradient buckets, so memory
-    drops from DP 2 to DP 1. To keep memory monotone in DP within each row,
-    rows whose DP range spans both get a DP = 1 twin and start at DP 2."""
-    spans = (grid.zero_stage <= 1) & (grid.cp == 1) & (lo <= 1) & (hi >= 2)
+def _split_single_process(grid: KnobArrays, lo: IntArray, hi: IntArray, fsdp: bool) -> tuple[KnobArrays, IntArray, IntArray]:
+    """Under PyTorch DDP a single process needs no gradient buckets, and a job on one GPU
+    keeps no NCCL buffers (`memory._overhead_bytes`), so memory drops from DP 2 to DP 1.
+    To keep memory monotone in DP within each row, rows whose DP range spans both get a
+    DP = 1 twin and start at DP 2."""
+    single = (grid.model_parallel == 1) | ((grid.zero_stage <= 1) & (grid.cp == 1) & fsdp)
+    spans = single & (lo <= 1) & (hi >= 2)
     twins = np.flatnonzero(spans)
     merged = KnobArrays(**{f: np.concatenate([getattr(grid, f), getattr(grid, f)[twins]]) for f in grid.__dataclass_fields__})
     lo = np.concatenate([np.where(spans, 2, lo), np.ones(len(twins), dtype=np.int64)])

@@ -4,6 +4,7 @@ something fits, why the winner wins."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 
 import pytest
@@ -50,13 +51,22 @@ def test_shorter_sequence_fix_is_the_longest_that_fits() -> None:
 
 
 def test_explain_says_why_the_winner_wins(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--model", "13b", "--gpus", "a100-40g:8", "--explain", "--json"]) == 0
+    assert main(["--model", "13b", "--gpus", "a100-40g:8", "--explain", "--json", "--minimize", "gpus"]) == 0
     doc = json.loads(capsys.readouterr().out)
     n = doc["plans"][0]["gpu_count"]
     reasons = " | ".join(doc["reasons"])
     assert "GiB headroom" in reasons
     assert f"with at most {n - 1} GPUs of each type: nothing fits: memory binds" in reasons
     assert "#1 over #2: " in reasons
+
+
+def test_explain_by_step_time_names_speed_and_the_fewest_gpus(capsys: pytest.CaptureFixture[str]) -> None:
+    """The default ranking (fastest on the owned GPUs) says why #1 beats #2 in speed or headroom, and how few GPUs fit."""
+    assert main(["--model", "13b", "--gpus", "a100-40g:8", "--explain", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    reasons = " | ".join(doc["reasons"])
+    assert "fastest plan with the numerics searched; the fewest GPUs that fit: " in reasons
+    assert re.search(r"#1 over #2: (#1 is faster|steps within 5%)", reasons)
 
 
 def test_a_larger_gpu_that_cannot_honour_a_pin_is_skipped_not_an_error() -> None:

@@ -196,7 +196,7 @@ def test_markdown_format_is_a_table_with_notes(capsys: pytest.CaptureFixture[str
     assert code == 0
     table = [line for line in out.splitlines() if line.startswith("|")]
     assert table[0].startswith("| # | GPUs |") and set(table[1].replace("|", "").split()) <= {"---", "--:"}
-    assert len(table) == 2 + 5 + 1  # header, rule, five plans, the reference row
+    assert len(table) == 2 + 5  # header, rule, five plans (the first keeps the reference numerics: no ref row)
     after = out.splitlines()[out.splitlines().index(table[-1]) + 1]
     assert after == ""  # a paragraph never runs into the table
     assert "\n- " in out  # notes as list items

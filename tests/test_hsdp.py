@@ -3,6 +3,8 @@ its memory, its step time, its pins and its errors."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from helpers import EMPTY_CATALOG, gpu
@@ -62,6 +64,7 @@ def test_hsdp_moves_the_gathers_off_the_network() -> None:
 def test_ring_latency_grows_with_dp_without_a_global_batch() -> None:
     """One micro-batch per step: each ZeRO-3 gather takes DP - 1 ring steps across nodes."""
     req = build_request(CATALOG.model("llama2-13b"), (GpuStock(gpu(), 4096),), catalog=EMPTY_CATALOG, framework="fsdp")
+    req = dataclasses.replace(req, workload=dataclasses.replace(req.workload, global_batch=None))  # the default batch would fix m
     base = {"gpu": "gpu", "precision": Precision.BF16_MIXED, "optimizer": Optimizer.ADAMW, "recompute": Recompute.FULL,
             "zero_stage": 3, "tp": 1, "dp": 64, "micro_batch": 1}
     k = KnobArrays.from_knobs([Knobs(**base)] * 2, ["gpu"])  # type: ignore[arg-type]

@@ -227,7 +227,7 @@ def test_finetune_defaults_to_the_models_sequence_length_and_a_small_batch(capsy
     _, out, _ = run(capsys, ["--model", "llama-2-7b", "--gpus", "a100-80g:8", "--mode", "finetune", "--json"])
     doc = json.loads(out)
     assert doc["request"]["seq_len"] == catalog_model("llama-2-7b").default_seq_len
-    assert doc["request"]["global_batch"] == 16
+    assert doc["request"]["global_batch"] == 64  # Llama 2-Chat's SFT batch
 
 
 @pytest.mark.parametrize(
