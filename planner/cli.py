@@ -64,6 +64,7 @@ def plan_command(
     top: Annotated[int, typer.Option(help="how many distinct plans to rank")] = 5,
     diverse: Annotated[str | None, typer.Option(help="make the plans differ in this knob (best per value): gpu, precision, optimizer, recompute, zero, tp, micro-batch")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="say why the first plan wins (verified by re-solving)")] = False,
+    breakdown: Annotated[bool, typer.Option("--breakdown", "--wide", help="show every memory component per GPU (a wider table)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON document (schema: planner/plan.schema.json)")] = False,
     output_format: Annotated[str, typer.Option("--format", help="table, json, csv or markdown")] = "table",
     output: Annotated[Path | None, typer.Option(help="write the output to this file instead of the terminal")] = None,
@@ -143,14 +144,14 @@ def plan_command(
         catalog=load_catalog(catalog or ()),
         explain=explain,
     )
-    _emit(result, fmt, plot, output)
+    _emit(result, fmt, plot, output, breakdown=breakdown)
 
 
-def _emit(result, fmt, plot: Path | None, output: Path | None = None, preface: str | None = None) -> None:
+def _emit(result, fmt, plot: Path | None, output: Path | None = None, preface: str | None = None, breakdown: bool = False) -> None:
     """Print the plan, draw it if asked, and exit 0 when something fits, 1 otherwise."""
     from planner import report
 
-    text = report.render(result, fmt).rstrip("\n")
+    text = report.render(result, fmt, breakdown).rstrip("\n")
     if preface:
         text = f"{preface}\n{text}"
     if output is None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+import textwrap
 from collections.abc import Callable
 from enum import StrEnum
 
 from planner.architecture import param_counts
+from planner.batch import PRETRAIN_BATCH_SOURCE, default_pretrain_batch
 from planner.numerics import reference_format, reference_precision
 from planner.perf import TrainingSpeed
 from planner.plan import Plan, PlanRow
+from planner.request import DEFAULT_FINETUNE_GLOBAL_BATCH
 from planner.specs import Mode
 from planner.units import format_count, format_duration
 
@@ -77,8 +81,30 @@ def _header(plan: Plan) -> list[str]:
         f"{req.model.name} ({params / 1e9:.2f}B params) | {what}",
         *run,
         f"inventory: {inv}",
+        *_batch_and_fewest(plan),
         f"status: {plan.status} | objective: {objective} | {n} plan{'s' if n != 1 else ''} | solved in {plan.solve_s:.2f} s",
     ]
+
+
+def _batch_and_fewest(plan: Plan) -> list[str]:
+    """The global batch every plan runs (and where the default comes from); the fewest GPUs that fit."""
+    req, w = plan.request, plan.request.workload
+    out = []
+    if w.mode is not Mode.INFER and w.global_batch is not None:
+        tokens = w.global_batch * w.seq_len
+        default = (default_pretrain_batch(param_counts(req.model).total, w.seq_len) if w.mode is Mode.PRETRAIN
+                   else DEFAULT_FINETUNE_GLOBAL_BATCH.get(w.mode))
+        source = {Mode.PRETRAIN: PRETRAIN_BATCH_SOURCE, Mode.FINETUNE: "Llama 2-Chat's SFT batch",
+                  Mode.LORA: "QLoRA's batch", Mode.QLORA: "QLoRA's batch"}.get(w.mode, "")
+        why = f" (the default: {source}; --global-batch sets it)" if w.global_batch == default else ""
+        out.append(f"global batch: {w.global_batch} sequences = {tokens / 2**20:.2f}M tokens per step{why}")
+    if plan.fewest_gpus is not None and w.mode is not Mode.INFER:
+        ref, any_ = plan.fewest_gpus
+        numerics = sorted({f"{reference_precision(s.gpu)} + adamw" for s in req.inventory})
+        words = "none" if ref is None else str(ref)
+        extra = "" if any_ is None or any_ == ref else f", {any_} with other numerics (8-bit optimizer, fp8, pure 16-bit, offload)"
+        out.append(f"fewest GPUs that fit: {words} with {' / '.join(numerics)}{extra}")
+    return out
 
 
 def _serving_columns(rows: list[PlanRow]) -> list[tuple[str, bool, Callable[[PlanRow], str]]]:
@@ -102,8 +128,40 @@ def _serving_columns(rows: list[PlanRow]) -> list[tuple[str, bool, Callable[[Pla
     return cols
 
 
+def _numerics(r: PlanRow) -> str:
+    k = r.knobs
+    return f"{k.precision} {k.optimizer}" + ("" if k.offload == "none" else f" off:{k.offload}")
+
+
+def _compact_columns(rows: list[PlanRow]) -> list[tuple[str, bool, Callable[[PlanRow], str]]]:
+    """The default training table: what a user chooses and what it costs, in under 120 columns."""
+    cols: list[tuple[str, bool, Callable[[PlanRow], str]]] = [
+        ("GPUs", True, lambda r: f"{r.knobs.gpus}x {r.knobs.gpu}"),
+        ("numerics", True, _numerics),
+        ("recomp", True, lambda r: str(r.knobs.recompute)),
+        ("Z", False, lambda r: str(r.knobs.zero_stage)),
+        ("layout", True, lambda r: r.knobs.layout),
+        ("mb x acc", False, lambda r: f"{r.knobs.micro_batch}x{r.gradient_accumulation}"),
+        ("GiB use/cap", False, lambda r: f"{r.total_bytes / GIB:.1f}/{r.usable_bytes / GIB:.1f}"),
+        ("free", False, lambda r: f"{(r.usable_bytes - r.total_bytes) / GIB:.1f}" if r.fits else "NO"),
+    ]
+    speeds = [r.throughput for r in rows if isinstance(r.throughput, TrainingSpeed)]
+    if speeds:
+        cols += [
+            ("tok/s/GPU", False, lambda r: _speed(r, lambda t: f"{t.tokens_per_s / r.knobs.gpus:,.0f}")),
+            ("MFU", False, lambda r: _speed(r, lambda t: f"{100 * t.mfu:.0f}%")),
+        ]
+        if any(t.run_s is not None for t in speeds):
+            cols += [
+                ("run", False, lambda r: _speed(r, lambda t: "-" if t.run_s is None else format_duration(t.run_s))),
+                ("run $", False, lambda r: _speed(r, lambda t: "-" if t.run_usd is None else f"{t.run_usd:,.0f}")),
+            ]
+    cols.append(("$/h", False, lambda r: "-" if r.usd_per_hour is None else f"{r.usd_per_hour:.2f}"))
+    return cols
+
+
 def _columns(rows: list[PlanRow]) -> list[tuple[str, bool, Callable[[PlanRow], str]]]:
-    """(heading, left-aligned, cell) per column; offload columns only when a row offloads."""
+    """(heading, left-aligned, cell) per column of --breakdown; offload columns only when a row offloads."""
     cols: list[tuple[str, bool, Callable[[PlanRow], str]]] = [
         ("GPUs", True, lambda r: f"{r.knobs.gpus}x {r.knobs.gpu}"),
         ("precision", True, lambda r: str(r.knobs.precision)),
@@ -141,8 +199,13 @@ def _speed(r: PlanRow, cell: Callable[[TrainingSpeed], str]) -> str:
     return cell(r.throughput) if isinstance(r.throughput, TrainingSpeed) else "-"
 
 
-def _table(shown: list[tuple[str, PlanRow]], serving: bool, markdown: bool = False) -> list[str]:
-    cols = (_serving_columns if serving else _columns)([r for _, r in shown])
+def _table(shown: list[tuple[str, PlanRow]], serving: bool, markdown: bool = False, breakdown: bool = False) -> list[str]:
+    cols = (_serving_columns if serving else _columns if breakdown else _compact_columns)([r for _, r in shown])
+    if not serving and not breakdown:
+        for dropped in DROP_TO_FIT:  # the compact table gives up these columns, in order, to fit the width
+            if _table_width(cols, shown) <= terminal_width():
+                break
+            cols = [c for c in cols if c[0] != dropped]
     rows = [["#"] + [c[0] for c in cols]] + [[label] + [c[2](r) for c in cols] for label, r in shown]
     left = {0} | {i + 1 for i, c in enumerate(cols) if c[1]}
     if markdown:
@@ -155,8 +218,18 @@ def _table(shown: list[tuple[str, PlanRow]], serving: bool, markdown: bool = Fal
     ]
 
 
-def render_table(plan: Plan, markdown: bool = False) -> str:
-    """The terminal table, or the same content as Markdown (a table, lists for the notes)."""
+DROP_TO_FIT = ("$/h", "recomp")  # --breakdown shows them
+
+
+def _table_width(cols: list[tuple[str, bool, Callable[[PlanRow], str]]], shown: list[tuple[str, PlanRow]]) -> int:
+    widths = [max([len(label) for label, _ in shown] + [1])]
+    widths += [max([len(c[0])] + [len(c[2](r)) for _, r in shown]) for c in cols]
+    return sum(widths) + 2 * len(cols)
+
+
+def render_table(plan: Plan, markdown: bool = False, breakdown: bool = False, width: int | None = None) -> str:
+    """The terminal table, or the same content as Markdown (a table, lists for the notes); with
+    `breakdown`, every memory component. Notes wrap at `width` (the terminal's, at most 120)."""
     lines = _header(plan)
     shown = [(str(r.rank), r) for r in plan.rows]
     if plan.reference is not None:
@@ -172,13 +245,18 @@ def render_table(plan: Plan, markdown: bool = False) -> str:
                          else "closest configuration (does not fit):")
         lines.append("")
         serving = plan.request.workload.mode is Mode.INFER
-        table = _table(shown, serving, markdown)
+        table = _table(shown, serving, markdown, breakdown)
         lines += [TABLE_MARK + t for t in table] if markdown else table
+        compact = not serving and not breakdown
         lines.append(
-            "memory per GPU in GiB (2^30 bytes); total = sum of the components"
-            + ("; cpu = host memory offload needs per GPU" if any(r.cpu_bytes for _, r in shown) else "")
+            ("legend: numerics = precision and optimizer; recomp = activation recomputation; Z = ZeRO stage; mb x acc = "
+             "micro-batch x gradient accumulation steps; GiB use/cap per GPU (2^30 bytes, margins included) and free = headroom; "
+             "--breakdown shows every memory component" if compact else
+             "memory per GPU in GiB (2^30 bytes); total = sum of the components")
+            + ("; cpu = host memory offload needs per GPU" if any(r.cpu_bytes for _, r in shown) and not compact else "")
             + "; $/h = GPUs x on-demand price"
-            + ("; tok/s/GPU and MFU from the step-time model (calibrated per GPU type)"
+            + ("; tok/s/GPU from the step-time model (matmul efficiency fitted per GPU type, a rough default where "
+               "uncalibrated); MFU = model FLOPs / (GPUs x dense peak of the precision)"
                if any(isinstance(r.throughput, TrainingSpeed) for _, r in shown) else "")
         )
         if plan.reference is not None:
@@ -213,7 +291,30 @@ def render_table(plan: Plan, markdown: bool = False) -> str:
         lines += [f"  - {r}" for r in plan.reasons]
     lines.append("assumptions:")
     lines += [f"  - {a}" for a in plan.assumptions]
-    return _as_markdown(lines) if markdown else "\n".join(lines)
+    if markdown:
+        return _as_markdown(lines)
+    return "\n".join(_wrap(lines, terminal_width() if width is None else width))
+
+
+MAX_WIDTH = 120
+
+
+def terminal_width() -> int:
+    """COLUMNS (or the terminal's width), at most MAX_WIDTH and at least 60."""
+    return max(60, min(MAX_WIDTH, shutil.get_terminal_size((MAX_WIDTH, 24)).columns))
+
+
+def _wrap(lines: list[str], width: int) -> list[str]:
+    """Prose lines wrapped at `width`, list items with a hanging indent; table rows as they are."""
+    out: list[str] = []
+    for line in lines:
+        if len(line) <= width or line.startswith(("#", *(f"{i} " for i in range(10)), "ref ", "closest ")):
+            out.append(line)
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        hang = " " * (indent + (2 if line.lstrip().startswith(("- ", "-> ")) else 2))
+        out += textwrap.wrap(line, width=width, initial_indent="", subsequent_indent=hang, break_on_hyphens=False)
+    return out
 
 
 TABLE_MARK = "\0"
@@ -249,9 +350,9 @@ def summary(r: PlanRow) -> str:
     return f"{k.gpus}x {k.gpu}, {k.describe(r.mode is Mode.INFER)}: {gib(r.total_bytes)} of {gib(r.usable_bytes)} GiB{cost}{run}{departs}"
 
 
-def render(plan: Plan, fmt: Format = Format.TABLE) -> str:
+def render(plan: Plan, fmt: Format = Format.TABLE, breakdown: bool = False) -> str:
     if fmt is Format.JSON:
         return plan.to_json()
     if fmt is Format.CSV:
         return plan.to_frame().to_csv(index=False)
-    return render_table(plan, markdown=fmt is Format.MARKDOWN)
+    return render_table(plan, markdown=fmt is Format.MARKDOWN, breakdown=breakdown)

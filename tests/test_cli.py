@@ -150,7 +150,7 @@ def test_csv_output(capsys: pytest.CaptureFixture[str]) -> None:
 FROZEN_OPTIONS = {
     "--model", "--gpus", "--mode", "--context", "--batch", "--maximize", "--lora-rank", "--lora-targets",
     "--weight-format", "--kv-dtype", "--seq-len", "--global-batch", "--precision", "--optimizer", "--recompute", "--tp", "--dp",
-    "--zero", "--micro-batch", "--minimize", "--tokens", "--budget", "--deadline", "--buy", "--plot", "--output", "--params", "--top", "--diverse", "--explain", "--json", "--format", "--accounting", "--attention", "--loss",
+    "--zero", "--micro-batch", "--minimize", "--tokens", "--budget", "--deadline", "--buy", "--plot", "--output", "--params", "--top", "--diverse", "--explain", "--breakdown", "--wide", "--json", "--format", "--accounting", "--attention", "--loss",
     "--framework", "--compile", "--margin", "--pp", "--vpp", "--sp", "--cp", "--offload", "--ep", "--dp-shard", "--overhead-gib", "--fragmentation-pct", "--time-limit", "--catalog", "--help",
 }
 

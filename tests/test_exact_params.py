@@ -47,7 +47,8 @@ def test_the_plan_states_the_shape_and_the_residual() -> None:
     total = param_counts(m).total
     result = CliRunner().invoke(app, ["--params", "7.5B", "--gpus", "a100-40g:8", "--top", "1"])
     assert result.exit_code == 0
-    line = next(x for x in result.output.splitlines() if "--params" in x)
+    unwrapped = " ".join(x.strip() for x in result.output.splitlines())  # assumptions wrap at the terminal's width
+    line = unwrapped[unwrapped.index("model: --params"):]
     for piece in (f"hidden {m.hidden_size}", f"{m.num_layers} layers", f"{m.num_heads} heads", f"FFN {m.ffn_size}",
                   f"{total:,} parameters", f"{total - 7_500_000_000:+,}"):
         assert piece in line

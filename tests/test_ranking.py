@@ -89,3 +89,28 @@ def test_diverse_takes_several_knobs() -> None:
     result = planner.plan("13b", "a100-40g:8", diverse="tp,zero", top=8)
     pairs = [(r.knobs.tp, r.knobs.zero_stage) for r in result.rows]
     assert len(set(pairs)) == len(pairs) == 8
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--model", "13b", "--gpus", "a100-40g:8"], ["--model", "70b", "--gpus", "h100:64", "--framework", "megatron"],
+     ["--model", "70b", "--gpus", "a100-80g:512,h100-80g:32", "--tokens", "2T", "--minimize", "time"]],
+)
+def test_default_output_fits_120_columns(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from planner.cli import app
+
+    monkeypatch.setenv("COLUMNS", "120")
+    out = CliRunner().invoke(app, args).output
+    assert "fewest GPUs that fit: " in out and "global batch: " in out and "legend: " in out
+    assert max(len(line) for line in out.splitlines()) <= 120
+
+
+def test_breakdown_shows_every_memory_component() -> None:
+    from typer.testing import CliRunner
+
+    from planner.cli import app
+
+    out = CliRunner().invoke(app, ["--model", "13b", "--gpus", "a100-40g:8", "--wide"]).output
+    assert all(h in out for h in ("weights", "grads", "optim", "activ", "logits", "zero-buf", "frag", "ovhd"))
