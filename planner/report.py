@@ -145,19 +145,7 @@ def _compact_columns(rows: list[PlanRow]) -> list[tuple[str, bool, Callable[[Pla
         ("GiB use/cap", False, lambda r: f"{r.total_bytes / GIB:.1f}/{r.usable_bytes / GIB:.1f}"),
         ("free", False, lambda r: f"{(r.usable_bytes - r.total_bytes) / GIB:.1f}" if r.fits else "NO"),
     ]
-    speeds = [r.throughput for r in rows if isinstance(r.throughput, TrainingSpeed)]
-    if speeds:
-        cols += [
-            ("tok/s/GPU", False, lambda r: _speed(r, lambda t: f"{t.tokens_per_s / r.knobs.gpus:,.0f}")),
-            ("MFU", False, lambda r: _speed(r, lambda t: f"{100 * t.mfu:.0f}%")),
-        ]
-        if any(t.run_s is not None for t in speeds):
-            cols += [
-                ("run", False, lambda r: _speed(r, lambda t: "-" if t.run_s is None else format_duration(t.run_s))),
-                ("run $", False, lambda r: _speed(r, lambda t: "-" if t.run_usd is None else f"{t.run_usd:,.0f}")),
-            ]
-    cols.append(("$/h", False, lambda r: "-" if r.usd_per_hour is None else f"{r.usd_per_hour:.2f}"))
-    return cols
+    return cols + _speed_and_cost_columns(rows)
 
 
 def _columns(rows: list[PlanRow]) -> list[tuple[str, bool, Callable[[PlanRow], str]]]:
@@ -180,6 +168,13 @@ def _columns(rows: list[PlanRow]) -> list[tuple[str, bool, Callable[[PlanRow], s
     if offloading:
         cols.append(("cpu", False, lambda r: gib(r.cpu_bytes)))
     cols.append(("fits", False, lambda r: "yes" if r.fits else "NO"))
+    return cols + _speed_and_cost_columns(rows)
+
+
+def _speed_and_cost_columns(rows: list[PlanRow]) -> list[tuple[str, bool, Callable[[PlanRow], str]]]:
+    """The columns both tables end with: speed and MFU when rows carry a training speed, the run's time and
+    cost when a run is given, then $/h."""
+    cols: list[tuple[str, bool, Callable[[PlanRow], str]]] = []
     speeds = [r.throughput for r in rows if isinstance(r.throughput, TrainingSpeed)]
     if speeds:
         cols += [
@@ -312,7 +307,7 @@ def _wrap(lines: list[str], width: int) -> list[str]:
             out.append(line)
             continue
         indent = len(line) - len(line.lstrip(" "))
-        hang = " " * (indent + (2 if line.lstrip().startswith(("- ", "-> ")) else 2))
+        hang = " " * (indent + 2)
         out += textwrap.wrap(line, width=width, initial_indent="", subsequent_indent=hang, break_on_hyphens=False)
     return out
 
