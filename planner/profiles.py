@@ -9,8 +9,14 @@ model reads the profile id for its efficiency (`planner.steptime`).
 Margins are fitted in `validation/allocator_fit.py` on real PyTorch
 out-of-memory reports (validation/allocator.toml): the slack the caching
 allocator could not hand out at the moment it gave up, as a share of the
-allocated bytes, and the process memory outside PyTorch's allocator. See
-`MARGINS_*` below for the figures and their spread.
+allocated bytes, and the process memory outside PyTorch's allocator. The
+constants below state the figures and their spread.
+
+torch.compile (`--compile`) changes what the blocks save, not the loss:
+torchtitan compiles each transformer block apart (apply_compile), not the
+output layer or the loss, and its compiled 8B runs measured 77.0 GiB against
+82.4 eager, a saving the blocks alone explain (validation/published.toml,
+titan-llama3.1-8b-fsdp8*).
 """
 
 from __future__ import annotations
@@ -75,8 +81,8 @@ PROFILES: dict[str, Profile] = {
                 _HF_SOURCE),
         Profile("torchtitan", "torchtitan (FSDP2, per-block wrapping)", Framework.FSDP, LossKernel.FULL, True,
                 _EXPANDABLE,
-                "torchtitan train.py (cross_entropy on pred.float(); pred deleted before backward; the loss "
-                "compiled with the model under --compile), run_train.sh (PYTORCH_CUDA_ALLOC_CONF="
+                "torchtitan train.py (cross_entropy on pred.float(); pred deleted before backward), "
+                "parallelize apply_compile (each block compiled apart), run_train.sh (PYTORCH_CUDA_ALLOC_CONF="
                 "expandable_segments:True)"),
         Profile("llm-foundry", "MosaicML llm-foundry / Composer (FSDP, flash-attn cross-entropy)", Framework.FSDP,
                 LossKernel.FUSED, True, _DEFAULT,
@@ -105,16 +111,6 @@ def resolve_profile(name: str) -> Profile:
             f"--framework {name!r} is not a known training stack; choose one of {', '.join(PROFILES)}"
         )
     return PROFILES[key]
-
-
-
-def stack_loss(profile: Profile, compiled: bool) -> LossKernel:
-    """The stack's cross-entropy. torch.compile does not change it: torchtitan compiles each
-    transformer block apart (apply_compile), not the output layer or the loss, and its
-    compiled 8B runs measured 77.0 GiB against 82.4 eager, a saving the blocks alone explain
-    (validation/published.toml, titan-llama3.1-8b-fsdp8*)."""
-    del compiled
-    return profile.loss
 
 
 def profile_of(workload_profile: str, layout: Framework) -> Profile:

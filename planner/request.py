@@ -18,7 +18,7 @@ from planner.catalog import Catalog, load_catalog
 from planner.errors import PlannerInputError, unknown_name
 from planner.hf_cache import resolve_model_path
 from planner.hf_config import read_config
-from planner.profiles import DEFAULT_PROFILE, PROFILES, resolve_profile, stack_loss
+from planner.profiles import DEFAULT_PROFILE, PROFILES, resolve_profile
 from planner.specs import (
     DP_SHARD_WORDS,
     ZERO_STAGES,
@@ -262,7 +262,7 @@ def build_request(
     profile = resolve_profile(framework)
     if compile and not profile.can_compile:
         raise PlannerInputError(f"--compile applies to PyTorch-eager stacks; {profile.id} already runs fused kernels")
-    loss_ = (parse_enum_choice("--loss", loss, LossKernel) or (stack_loss(profile, compile),))[0]
+    loss_ = (parse_enum_choice("--loss", loss, LossKernel) or (profile.loss,))[0]
     mode_ = (parse_enum_choice("--mode", mode, Mode) or (Mode.PRETRAIN,))[0]
     targets = (parse_enum_choice("--lora-targets", lora_targets, LoraTargets) or (LoraTargets.ALL,))[0]
     if context is not None and seq_len is not None and context != seq_len:

@@ -34,7 +34,7 @@ from planner.architecture import ParamCounts, param_counts
 from planner.catalog import load_catalog
 from planner.grid import KnobArrays
 from planner.memory import MemoryBreakdown, breakdown
-from planner.profiles import PROFILES, stack_loss
+from planner.profiles import PROFILES
 from planner.request import GIB_BYTES
 from planner.specs import (
     Accounting,
@@ -193,7 +193,7 @@ def _configuration(point: Mapping[str, Any], model: Model | None) -> tuple[Workl
     dp = point.get("dp", point.get("gpus", 1) // max(1, point.get("tp", 1) * point.get("pp", 1) * point.get("cp", 1)))
     gb = point.get("global_batch") or (point["grad_accum"] * mb * dp if "grad_accum" in point else None)
     margins = profile.margins
-    loss = LossKernel(point["loss"]) if "loss" in point else stack_loss(profile, compiled)
+    loss = LossKernel(point["loss"]) if "loss" in point else profile.loss
     # a base-weights figure counts no adapters: rank 0
     rank = 0 if point.get("component") == "base_weights" else point.get("lora_rank", 16)
     workload = Workload(seq, gb, accounting, attention, profile.layout, margins, mode=mode, lora_rank=rank,
