@@ -312,7 +312,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--smoke", action="store_true", help="toy sizes, a few configurations (checks the script)")
-    parser.add_argument("--fragmentation-pct", type=int, default=DEFAULT_FRAGMENTATION_PCT)
+    parser.add_argument("--fragmentation-pct", type=float, default=DEFAULT_FRAGMENTATION_PCT)
     parser.add_argument("--cross-check", action="store_true",
                         help="CPU: also measure every row with the TorchDispatchMode storage tracker")
     parser.add_argument("--arch", action="append", help="CPU: only these architectures (repeatable)")

@@ -14,6 +14,7 @@ from results_csv import refresh_predictions
 from planner.architecture import param_counts
 from planner.grid import KnobArrays
 from planner.memory import MemoryBreakdown, breakdown
+from planner.profiles import PROFILES
 from planner.specs import (
     Accounting,
     AttentionKernel,
@@ -78,23 +79,25 @@ def spec(arch: Arch, seq_len: int) -> Model:
 
 
 def predicted_breakdown(arch: Arch, precision: Precision, optimizer: Optimizer, recompute: Recompute, attention: str,
-                        micro_batch: int, seq_len: int, fragmentation_pct: int) -> MemoryBreakdown:
+                        micro_batch: int, seq_len: int, fragmentation_pct: float) -> MemoryBreakdown:
     """The planner's breakdown for one measured configuration (one row)."""
     model = spec(arch, seq_len)
     kernel = AttentionKernel.FLASH if attention == "sdpa" else AttentionKernel.EAGER
-    w = Workload(seq_len, None, Accounting.FULL, kernel, Framework.FSDP, Margins(0, fragmentation_pct))
+    margins = Margins(0, fragmentation_pct, PROFILES["fsdp"].margins.cached_pct, 0)  # the allocator's slack, no overhead
+    w = Workload(seq_len, None, Accounting.FULL, kernel, Framework.FSDP, margins)
     k = KnobArrays.from_knobs([Knobs("gpu", precision, optimizer, recompute, 0, 1, 1, micro_batch)], ["gpu"])
     return breakdown(model, param_counts(model), w, k)
 
 
 def predict(arch: Arch, precision: Precision, optimizer: Optimizer, recompute: Recompute, attention: str,
-            micro_batch: int, seq_len: int, fragmentation_pct: int) -> tuple[int, int]:
-    """(allocated, reserved) the planner predicts: fsdp profile, one process, no margins but fragmentation."""
+            micro_batch: int, seq_len: int, fragmentation_pct: float) -> tuple[int, int]:
+    """(allocated, reserved) the planner predicts: fsdp profile, one process, no margins but the allocator's
+    slack (fragmentation and the profile's cached share: what max_memory_reserved holds beyond allocated)."""
     b = predicted_breakdown(arch, precision, optimizer, recompute, attention, micro_batch, seq_len, fragmentation_pct)
     return int(b.allocated[0]), int(b.reserved[0])
 
 
-def predict_row(row: dict[str, str], fragmentation_pct: int) -> tuple[int, int]:
+def predict_row(row: dict[str, str], fragmentation_pct: float) -> tuple[int, int]:
     """`predict` for a row of bench/results/gpu_peak.csv or cpu_peak.csv."""
     return predict(ARCH_BY_NAME[row["arch"]], Precision(row["precision"]), Optimizer(row["optimizer"]),
                    Recompute(row["recompute"]), row["attention"], int(row["micro_batch"]), int(row["seq_len"]),
