@@ -23,11 +23,11 @@ from planner.numerics import REFERENCE_OPTIMIZER, reference_format, reference_kv
 from planner.space import Space
 from planner.specs import (
     KV_FORMATS,
-    Diversity,
     OFFLOADS,
     OPTIMIZERS,
     PRECISIONS,
     WEIGHT_FORMATS,
+    Diversity,
     Mode,
     Objective,
     Offload,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 from helpers import MOE_8x2, knobs, model
@@ -144,7 +142,7 @@ def test_fewer_micro_batches_than_stages_hold_fewer() -> None:
 
 @pytest.mark.parametrize(("loss", "bytes_per_logit"), [(LossKernel.FULL, 2 + 3 * 4), (LossKernel.FUSED, 2 + 4 + 2)])
 def test_logits_at_the_loss_split_by_tp(loss: LossKernel, bytes_per_logit: int) -> None:
-    w = replace(workload(4096), loss=loss)
+    w = dataclasses.replace(workload(4096), loss=loss)
     got = act.logits_bytes(LLAMA, w, knobs(tp=2, micro_batch=2))[0]
     assert got == 4096 * 2 * (LLAMA.vocab_size // 2) * bytes_per_logit
     staged = knobs(tp=2, micro_batch=2, pp=2)
@@ -154,10 +152,10 @@ def test_logits_at_the_loss_split_by_tp(loss: LossKernel, bytes_per_logit: int) 
 def test_fused_linear_loss_never_holds_the_whole_logits() -> None:
     """Liger's fused linear cross-entropy: chunks of about tokens x h / V rows; at 128k vocabulary and
     8k tokens it keeps far less than even the fused loss's 8 bytes per logit."""
-    w = replace(workload(8192), loss=LossKernel.FUSED_LINEAR)
+    w = dataclasses.replace(workload(8192), loss=LossKernel.FUSED_LINEAR)
     k = knobs(tp=1, micro_batch=1)
     liger = act.logits_bytes(LLAMA, w, k)[0]
-    fused = act.logits_bytes(LLAMA, replace(w, loss=LossKernel.FUSED), k)[0]
+    fused = act.logits_bytes(LLAMA, dataclasses.replace(w, loss=LossKernel.FUSED), k)[0]
     assert liger < fused / 4
     assert liger >= 8192 * LLAMA.hidden_size * 2  # the hidden states' gradient is kept
 
@@ -167,7 +165,7 @@ def test_compile_fuses_norms_and_mlp() -> None:
     (FSDP full shard: 16-bit residual, as Megatron)."""
     k = knobs(recompute=Recompute.NONE, tp=1, micro_batch=1, zero_stage=3)
     eager = act.layer_activation_bytes(LLAMA, workload(4096, framework=Framework.FSDP), k)[0]
-    compiled = act.layer_activation_bytes(LLAMA, replace(workload(4096, framework=Framework.FSDP), compile=True), k)[0]
+    compiled = act.layer_activation_bytes(LLAMA, dataclasses.replace(workload(4096, framework=Framework.FSDP), compile=True), k)[0]
     megatron = act.layer_activation_bytes(LLAMA, workload(4096, framework=Framework.MEGATRON), k)[0]
     assert compiled < eager
     assert compiled == megatron
